@@ -1,0 +1,243 @@
+"""A COCO-layout detection dataset with clear errors for bad input.
+
+``root/annotations/instances_<split>.json`` plus images in ``root/<split>/``. Category ids are
+sorted and mapped to contiguous labels ``0..C-1``; crowd boxes are left out of the training
+targets (COCOeval still sees them through :func:`coco_api`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from study.errors import DataError
+
+log = logging.getLogger(__name__)
+
+Sample = tuple[tv_tensors.Image, dict[str, Any]]
+
+
+def annotation_file(root: str | os.PathLike[str], split: str) -> Path:
+    """The path of a split's annotation file in the COCO layout."""
+    return Path(root) / "annotations" / f"instances_{split}.json"
+
+
+def _check_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def validate_dataset(d: Any, ann_file: Path) -> None:
+    """Raise DataError unless ``d`` is a structurally valid COCO detection dict."""
+    if not isinstance(d, dict):
+        raise DataError(f"{ann_file}: expected a JSON object at the top level")
+    for key in ("images", "annotations", "categories"):
+        if key not in d:
+            raise DataError(f"{ann_file}: missing key {key!r} (a COCO file needs images, "
+                            "annotations and categories)")
+        if not isinstance(d[key], list):
+            raise DataError(f"{ann_file}: {key!r} must be a list")
+    cat_ids = set()
+    for c in d["categories"]:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
+            raise DataError(f"{ann_file}: category without an integer 'id': {c!r}")
+        cat_ids.add(c["id"])
+    img_ids = set()
+    for img in d["images"]:
+        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name")):
+            raise DataError(f"{ann_file}: image entry without 'id'/'file_name': {img!r:.200}")
+        img_ids.add(img["id"])
+    for ann in d["annotations"]:
+        if not isinstance(ann, dict):
+            raise DataError(f"{ann_file}: annotation is not an object: {ann!r:.200}")
+        aid = ann.get("id")
+        if ann.get("category_id") not in cat_ids:
+            raise DataError(f"{ann_file}: annotation {aid} has unknown category id "
+                            f"{ann.get('category_id')!r} (not in 'categories')")
+        if ann.get("image_id") not in img_ids:
+            raise DataError(f"{ann_file}: annotation {aid} refers to unknown image id "
+                            f"{ann.get('image_id')!r}")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_check_number, bbox))):
+            raise DataError(f"{ann_file}: annotation {aid} has an invalid bbox {bbox!r}")
+
+
+def load_coco(ann_file: str | os.PathLike[str]) -> COCO:
+    """Load and validate a COCO annotation file into a pycocotools ``COCO`` (all annotations)."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file}: annotation file not found")
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            d = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{ann_file}: invalid or truncated JSON ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{ann_file}: cannot read ({exc})") from None
+    validate_dataset(d, ann_file)
+    d.setdefault("info", {})
+    d.setdefault("licenses", [])
+    coco = COCO()
+    coco.dataset = d
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_api(root: str | os.PathLike[str], split: str) -> COCO:
+    """The ``COCO`` object of a split with every annotation (crowd included), for COCOeval."""
+    return load_coco(annotation_file(root, split))
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing or corrupt."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(im).astype(np.float64)
+                if arr.max(initial=0) > 255:  # 16-bit data: scale to 8 bits
+                    arr = arr / 257.0
+                gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")
+            return np.array(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def clip_boxes(xywh: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray, np.ndarray]:
+    """Turn COCO [x, y, w, h] into clipped XYXY.
+
+    Returns (xyxy of kept boxes, keep mask, degenerate mask, clipped mask) over the input rows:
+    degenerate = non-positive width/height in the file; clipped = changed by clipping; a box
+    empty after clipping is neither kept nor degenerate.
+    """
+    xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
+    degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    clipped_xyxy = xyxy.copy()
+    clipped_xyxy[:, 0::2] = clipped_xyxy[:, 0::2].clip(0, width)
+    clipped_xyxy[:, 1::2] = clipped_xyxy[:, 1::2].clip(0, height)
+    clipped = ~degenerate & np.any(clipped_xyxy != xyxy, axis=1)
+    nonempty = (clipped_xyxy[:, 2] > clipped_xyxy[:, 0]) & (clipped_xyxy[:, 3] > clipped_xyxy[:, 1])
+    keep = ~degenerate & nonempty
+    return clipped_xyxy[keep], keep, degenerate, clipped
+
+
+class CocoDetection(Dataset):
+    """Detection samples ``(image, target)`` from a dataset in the COCO layout."""
+
+    def __init__(self, root: str | os.PathLike[str], split: str,
+                 transforms: Callable[[Any, Any], Any] | None = None,
+                 max_images: int | None = None) -> None:
+        self.root = Path(root)
+        self.split = split
+        self.img_dir = self.root / split
+        self.ann_file = annotation_file(root, split)
+        self.transforms = transforms
+        self.coco = load_coco(self.ann_file)
+
+        self.cat_ids: list[int] = sorted(self.coco.cats)
+        self.label_to_cat_id: list[int] = list(self.cat_ids)
+        self.cat_id_to_label: dict[int, int] = {c: i for i, c in enumerate(self.cat_ids)}
+        self.class_names: list[str] = [str(self.coco.cats[c].get("name", c)) for c in self.cat_ids]
+        self.num_classes = len(self.cat_ids)
+
+        ids = sorted(self.coco.imgs)
+        if not ids:
+            raise DataError(f"{self.ann_file}: split {split!r} has no images")
+        if max_images is not None:
+            if max_images < 1:
+                raise DataError(f"{self.ann_file}: max_images must be >= 1, got {max_images}")
+            ids = ids[:max_images]
+        self.ids: list[int] = ids
+        self._targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.box_stats = {"total": 0, "kept": 0, "crowd": 0, "clipped": 0,
+                          "dropped_degenerate": 0, "dropped_outside": 0}
+        for img_id in ids:
+            self._targets[img_id] = self._prepare(img_id)
+        s = self.box_stats
+        if s["clipped"] or s["dropped_degenerate"] or s["dropped_outside"]:
+            log.warning("%s: %d boxes clipped to the image, %d dropped with non-positive "
+                        "width/height, %d dropped as empty after clipping (%d crowd boxes "
+                        "ignored, %d of %d boxes kept)", self.ann_file, s["clipped"],
+                        s["dropped_degenerate"], s["dropped_outside"], s["crowd"], s["kept"],
+                        s["total"])
+
+    def _prepare(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (XYXY, clipped to the size in the JSON) and labels of one image; counts stats."""
+        info = self.coco.imgs[img_id]
+        anns = self.coco.imgToAnns.get(img_id, [])
+        self.box_stats["total"] += len(anns)
+        crowd = sum(1 for a in anns if a.get("iscrowd", 0))
+        self.box_stats["crowd"] += crowd
+        anns = [a for a in anns if not a.get("iscrowd", 0)]
+        if not anns:
+            return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+        width = float(info.get("width") or np.inf)
+        height = float(info.get("height") or np.inf)
+        xyxy, keep, degenerate, clipped = clip_boxes([a["bbox"] for a in anns], width, height)
+        labels = np.array([self.cat_id_to_label[a["category_id"]] for a in anns], np.int64)
+        self.box_stats["kept"] += int(keep.sum())
+        self.box_stats["dropped_degenerate"] += int(degenerate.sum())
+        self.box_stats["dropped_outside"] += int((~keep & ~degenerate).sum())
+        self.box_stats["clipped"] += int(clipped.sum())
+        return xyxy.astype(np.float32), labels[keep]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def image_path(self, index: int) -> Path:
+        """The file of the ``index``-th image."""
+        return self.img_dir / self.coco.imgs[self.ids[index]]["file_name"]
+
+    def load_sample(self, index: int) -> Sample:
+        """The sample before transforms: uint8 RGB image and a target with XYXY boxes."""
+        img_id = self.ids[index]
+        arr = load_rgb(self.image_path(index))
+        h, w = arr.shape[:2]
+        boxes, labels = self._targets[img_id]
+        info = self.coco.imgs[img_id]
+        if (info.get("width"), info.get("height")) != (w, h) and len(boxes):
+            # The file wins over the JSON: clip again against the real size.
+            boxes = boxes.copy()
+            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, labels = boxes[ok], labels[ok]
+        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes.copy()), format="XYXY",
+                                              canvas_size=(h, w), dtype=torch.float32),
+            "labels": torch.from_numpy(labels.copy()),
+            "image_id": int(img_id),
+            "orig_size": (h, w),
+        }
+        return image, target
+
+    def __getitem__(self, index: int) -> Any:
+        image, target = self.load_sample(index)
+        if self.transforms is not None:
+            return self.transforms(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return (f"CocoDetection({str(self.root)!r}, {self.split!r}: {len(self)} images, "
+                f"{self.num_classes} classes)")
