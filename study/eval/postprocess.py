@@ -1,0 +1,89 @@
+"""Detections from decoded predictions: the official ASFF post-processing, batched.
+
+The official code (``utils/utils.py: postprocess``) scores each box by objectness x the largest
+class probability, gives it that one class, keeps scores >= the confidence threshold (0.001 at
+evaluation) and runs NMS separately per class (IoU 0.65). This module does the same with
+``torchvision.ops.batched_nms`` and additionally keeps only the ``max_dets`` best boxes per image,
+which COCOeval would do anyway (it reads at most 100 detections per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """(..., 4) centre/size boxes -> corner boxes."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def postprocess(
+    pred: Tensor,
+    conf_thresh: float = 0.001,
+    nms_thresh: float = 0.65,
+    max_dets: int | None = 100,
+) -> list[dict[str, Tensor]]:
+    """Turn decoded predictions into per-image detections.
+
+    ``pred`` is ``(B, N, 5 + C)``: cx, cy, w, h in input pixels, objectness and class
+    probabilities (already sigmoid), as ``Detector.decode`` returns them. Returns one dict per
+    image with ``boxes`` (k, 4) XYXY input pixels, ``scores`` (k,) and ``labels`` (k,) int64,
+    sorted by decreasing score, on ``pred``'s device. Half-precision input is computed in float32.
+    ``max_dets`` None or <= 0 keeps every box that survives NMS (the official behaviour).
+    """
+    if pred.dim() != 3 or pred.shape[-1] < 6:
+        raise ValueError(f"expected predictions of shape (B, N, 5 + C), got {tuple(pred.shape)}")
+    pred = pred.detach().float()
+    boxes_all = cxcywh_to_xyxy(pred[..., :4])  # (B, N, 4)
+    class_conf, class_pred = pred[..., 5:].max(dim=-1)  # (B, N) each: one label per box
+    scores_all = pred[..., 4] * class_conf  # objectness x class probability
+
+    out: list[dict[str, Tensor]] = []
+    for boxes, scores, labels in zip(boxes_all, scores_all, class_pred, strict=True):
+        keep = (scores >= conf_thresh) & torch.isfinite(scores) & torch.isfinite(boxes).all(-1)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        idx = batched_nms(boxes, scores, labels, nms_thresh)  # sorted by decreasing score
+        if max_dets is not None and max_dets > 0:
+            idx = idx[:max_dets]
+        out.append({"boxes": boxes[idx], "scores": scores[idx], "labels": labels[idx].long()})
+    return out
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    """A scalar or an (x, y) pair (a 4-sequence is read as left, top, right, bottom)."""
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    if isinstance(value, Sequence) and len(value) in (2, 4):
+        return float(value[0]), float(value[1])
+    raise ValueError(f"info[{name!r}] must be a number or an (x, y) pair, got {value!r}")
+
+
+def to_original(boxes: Tensor, info: Mapping[str, Any]) -> Tensor:
+    """Map XYXY boxes in input pixels back to the original image: ``(box - pad) / scale``.
+
+    ``info`` is the per-image dict of the eval transform (see docs/design.md): ``orig_size``
+    (H, W), ``scale`` (a number, or (sx, sy) for the official square resize, which scales the
+    axes differently) and ``pad`` (a number or (px, py), the left/top letterbox padding; 0 when
+    absent). Pairs are in (x, y) order. The result is clipped to the original image.
+    """
+    sx, sy = _pair(info["scale"], "scale")
+    px, py = _pair(info.get("pad", 0.0), "pad")
+    orig = info["orig_size"]
+    if isinstance(orig, Tensor):
+        orig = orig.tolist()
+    h, w = float(orig[0]), float(orig[1])
+    boxes = boxes.float()
+    pad = boxes.new_tensor([px, py, px, py])
+    scale = boxes.new_tensor([sx, sy, sx, sy])
+    out = (boxes - pad) / scale
+    out[..., 0::2] = out[..., 0::2].clamp(0.0, w)
+    out[..., 1::2] = out[..., 1::2].clamp(0.0, h)
+    return out
