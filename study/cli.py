@@ -1,0 +1,155 @@
+"""``study`` command line: one subcommand per pipeline stage (dvc.yaml calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from study.errors import StudyError
+
+log = logging.getLogger("study")
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="experiment name (experiments/<name>.yaml) or a YAML path")
+    p.add_argument("--profile", default=None, help="profile in params.yaml (default: its `profile`)")
+    p.add_argument("--params", default="params.yaml", help="params file with the profiles")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=2 (repeatable)")
+
+
+def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
+    from study.config import deep_merge, load_experiment, parse_override
+    from study.pipeline import check_dataset_param, experiment_path
+
+    overrides: dict[str, Any] = {}
+    for text in args.overrides:
+        overrides = deep_merge(overrides, parse_override(text))
+    cfg = load_experiment(experiment_path(args.experiment), args.profile, args.params, overrides)
+    check_dataset_param(cfg, args.params, explicit_profile=args.profile is not None)
+    return cfg
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from study.pipeline import make_data
+
+    make_data(args.params, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from study.pipeline import train
+
+    train(load_cfg(args), max_iters=args.max_iters)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from study.pipeline import evaluate
+
+    metrics = evaluate(load_cfg(args), weights=args.weights, split=args.split)
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                   for k, v in metrics.items() if k != "meta"))
+    return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    from study.pipeline import speed
+
+    speed(load_cfg(args), weights=args.weights, iters=args.iters)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from study.pipeline import report
+
+    for path in report(args.params, Path(args.results)):
+        print(path)
+    return 0
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    from study.pipeline import import_official
+
+    out = import_official(Path(args.checkpoint), args.model, Path(args.out), args.num_classes,
+                          backbone_only=args.backbone_only)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from study.models import available, build_model
+
+    for name in available():
+        n = sum(p.numel() for p in build_model(name, num_classes=args.num_classes).parameters())
+        print(f"{name:20s} {n:>12,d} parameters at {args.num_classes} classes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="generate the built-in synthetic dataset (COCO layout)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default=None, help="output folder (default: params `synthetic.out`)")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train one experiment (resumes from runs/<name>/last.pt)")
+    _experiment_args(p)
+    p.add_argument("--max-iters", type=int, default=None, help="stop after N iterations (tests)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="COCO AP by object size -> results/<name>/metrics.json")
+    _experiment_args(p)
+    p.add_argument("--weights", default=None, help="weights file (default: models/<name>.pt)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("speed", help="ms per image (batch 1, NMS included) -> results/<name>/speed.json")
+    _experiment_args(p)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--iters", type=int, default=None, help="timed images (default: profile)")
+    p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser("report", help="comparison tables -> results/tables/")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--results", default="results")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("import-official", help="load an official ASFF .pth into this project's model")
+    p.add_argument("checkpoint", help="official checkpoint (.pth)")
+    p.add_argument("--model", required=True, help="baseline | asff | asff-star")
+    p.add_argument("--out", required=True, help="where to write the converted weights (.pt)")
+    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--backbone-only", action="store_true",
+                   help="the darknet53_feature_mx backbone checkpoint (Darknet-53 part only)")
+    p.set_defaults(func=cmd_import_official)
+
+    p = sub.add_parser("models", help="list registered model variants and their sizes")
+    p.add_argument("--num-classes", type=int, default=80)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except StudyError as exc:
+        print(f"study {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"study {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,293 @@
+"""The training loop: seeded, resumable, single-process or DistributedDataParallel, AMP on CUDA.
+
+Every switch of the paper's bag of tricks comes from the experiment config (experiments/*.yaml);
+this loop only applies them. Checkpoints are written atomically at epoch ends, so a run killed at
+any moment resumes from the last one when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from study.data import CocoDetection, MixupDataset, build_train_transforms, collate
+from study.engine import schedule
+from study.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from study.engine.loss import YOLOLoss
+from study.errors import TrainingDiverged
+from study.models import build_model
+from study.utils import device_description, pick_device, seed_everything, torch_save, write_json
+
+log = logging.getLogger(__name__)
+LOSS_TERMS = ("anchor", "iou", "l1", "obj", "cls")
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """Hash of what determines the training result (not eval/logging settings)."""
+    keep = {k: cfg[k] for k in ("model", "data", "train")}
+    keep["train"] = {k: v for k, v in keep["train"].items()
+                     if k not in ("checkpoint_every", "eval_every", "log_every", "device")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def init_official_(model: nn.Module) -> None:
+    """The official initialisation: Kaiming-normal (a=0.1, fan_in) convs, zero biases, unit BN."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=0.1, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def resize_batch(images: torch.Tensor, targets: list[dict], size: int) -> tuple[torch.Tensor, list]:
+    """Multi-scale training: resize the batch to ``size`` and scale its boxes (YOLOX-style)."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images, targets
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    scale = torch.tensor([size / w, size / h, size / w, size / h])
+    return images, [{**t, "boxes": t["boxes"] * scale.to(t["boxes"])} for t in targets]
+
+
+def build_model_from_cfg(cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    m = cfg["model"]
+    return build_model(m["name"], num_classes=num_classes, width=m["width"], depth=m["depth"],
+                       anchors=m["anchors"], **(m.get("overrides") or {}))
+
+
+class Trainer:
+    """Trains one experiment. ``evaluate_fn(model, epoch) -> dict`` (optional) logs val AP."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path, live_dir: Path | None = None,
+                 evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
+                 max_iters: int | None = None) -> None:
+        self.cfg, self.tc = cfg, cfg["train"]
+        self.run_dir, self.live_dir = Path(run_dir), live_dir
+        self.evaluate_fn, self.max_iters = evaluate_fn, max_iters
+        self.device = pick_device(self.tc["device"])
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        seed_everything(self.tc["seed"])
+        if self.tc["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        dc = cfg["data"]
+        self.dataset = CocoDetection(dc["root"], dc["train_split"], max_images=dc["max_images"])
+        self.train_set = MixupDataset(
+            self.dataset, alpha=self.tc["mixup"]["alpha"],
+            transforms=build_train_transforms(self.tc["augment"], self.tc["img_size"]))
+        self.model = build_model_from_cfg(cfg, self.dataset.num_classes)
+        init_official_(self.model)
+        self.model.to(self.device)
+        if self.tc["channels_last"] is True or (self.tc["channels_last"] == "auto"
+                                                and self.device.type == "cuda"):
+            self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model
+        if self.dist.enabled:
+            if self.tc["sync_bn"]:
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
+        self.criterion = YOLOLoss(self.model.anchors, self.model.anchor_masks,
+                                  self.model.num_classes, self.tc["ignore_thresh"],
+                                  self.tc["iou_loss"], self.tc["label_smoothing"])
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.tc["lr"],
+                                         momentum=self.tc["momentum"],
+                                         weight_decay=self.tc["weight_decay"])
+        self.amp = amp_dtype(self.tc["amp"], self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp == torch.float16)
+        self.per_rank_batch = max(1, self.tc["batch_size"] // self.dist.world_size)
+        self.start_epoch, self.global_iter = 0, 0
+        self.hash = config_hash(cfg)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def save_checkpoint(self, epoch: int) -> None:
+        if not self.dist.is_main:
+            return
+        state = {
+            "epoch": epoch, "global_iter": self.global_iter, "config_hash": self.hash,
+            "config": self.cfg, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        torch_save(state, self.ckpt_path)
+
+    def try_resume(self) -> bool:
+        if not self.ckpt_path.is_file():
+            return False
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if state.get("config_hash") != self.hash:
+            log.warning("%s: written by a different config; starting afresh", self.ckpt_path)
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.start_epoch, self.global_iter = state["epoch"] + 1, state["global_iter"]
+        log.info("resumed from %s at epoch %d", self.ckpt_path, self.start_epoch)
+        return True
+
+    # -- one epoch -------------------------------------------------------------------------
+    def loader(self, epoch: int) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.tc["seed"] * 10_007 + epoch)
+        if self.dist.enabled:
+            sampler = DistributedSampler(self.train_set, seed=self.tc["seed"], drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(self.train_set, generator=gen)
+        workers = self.cfg["data"]["workers"]
+        return DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=sampler,
+                          num_workers=workers, collate_fn=collate, drop_last=True,
+                          pin_memory=self.device.type == "cuda", generator=gen,
+                          persistent_workers=False)
+
+    def apply_epoch_schedules(self, epoch: int) -> None:
+        epochs = self.tc["epochs"]
+        self.train_set.set_enabled(schedule.mixup_active(self.tc["mixup"], epochs, epoch))
+        db = schedule.dropblock_at(self.tc["dropblock"], epoch)
+        for level, layer in enumerate(self.model.dropblocks()):
+            layer.reset(db[0][level], db[1]) if db else layer.reset(1, 1.0)
+
+    def step(self, images: torch.Tensor, targets: list[dict], epoch: int, it: int,
+             iters: int) -> dict[str, float]:
+        tc = self.tc
+        lr = schedule.lr_at(tc["lr_schedule"], tc["lr"], tc["epochs"], epoch, it, iters)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        size = schedule.input_size_at(tc["multiscale"], tc["img_size"], tc["epochs"], epoch,
+                                      self.global_iter, tc["seed"])
+        images, targets = resize_batch(images, targets, size)
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and self.tc["channels_last"] in (True, "auto"):
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
+                   for t in targets]
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                            enabled=self.amp is not None):
+            outputs = self.net(images)
+        losses = self.criterion([o._replace(raw=o.raw.float()) for o in outputs], targets, size)
+        bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+        if bad:
+            raise TrainingDiverged(
+                f"loss became non-finite at epoch {epoch}, iteration {self.global_iter} "
+                f"(term(s): {', '.join(bad)}); the last good checkpoint {self.ckpt_path} is kept")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if tc["grad_clip"] > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), tc["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_iter += 1
+        reduced = {k: all_reduce_mean(v, self.dist).item() for k, v in losses.items()}
+        return {**reduced, "lr": lr, "size": size}
+
+    # -- the whole run ---------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        self.try_resume()
+        live = self._open_live()
+        epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
+        last: dict[str, float] = {}
+        history: list[dict[str, Any]] = []
+        for epoch in range(self.start_epoch, epochs):
+            seed_everything(self.tc["seed"] * 7919 + epoch + 1000 * self.dist.rank)
+            self.apply_epoch_schedules(epoch)
+            self.net.train()
+            loader = self.loader(epoch)
+            iters = len(loader)
+            bar = tqdm(loader, desc=f"{self.cfg['name']} {epoch + 1}/{epochs}",
+                       disable=not self.dist.is_main, leave=False, dynamic_ncols=True)
+            t_epoch, n_epoch = time.time(), 0
+            for it, (images, targets) in enumerate(bar):
+                last = self.step(images, targets, epoch, it, iters)
+                n_epoch += images.shape[0] * self.dist.world_size
+                ips = n_epoch / max(1e-9, time.time() - t_epoch)
+                bar.set_postfix({k: f"{last[k]:.2f}" for k in ("total", *LOSS_TERMS)} |
+                                {"img/s": f"{ips:.1f}", "size": last["size"]})
+                if live and self.global_iter % self.tc["log_every"] == 0:
+                    for k in ("total", *LOSS_TERMS, "lr"):
+                        live.log_metric(f"train/{k}", last[k])
+                    live.log_metric("train/images_per_s", ips)
+                    live.next_step()
+                if self.max_iters is not None and self.global_iter >= self.max_iters:
+                    break
+            images_seen += n_epoch
+            record = {"epoch": epoch + 1, **{k: last.get(k, math.nan) for k in ("total", *LOSS_TERMS)},
+                      "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch)}
+            if self.evaluate_fn and self.tc["eval_every"] and (epoch + 1) % self.tc["eval_every"] == 0:
+                if self.dist.is_main:
+                    ap = self.evaluate_fn(self.model, epoch)
+                    record.update({f"val/{k}": v for k, v in ap.items()})
+                    if live:
+                        for k, v in ap.items():
+                            if v is not None:
+                                live.log_metric(f"val/{k}", v)
+                barrier(self.dist)
+            history.append(record)
+            if (epoch + 1) % self.tc["checkpoint_every"] == 0 or epoch + 1 == epochs:
+                self.save_checkpoint(epoch)
+            if self.max_iters is not None and self.global_iter >= self.max_iters:
+                break
+        if live:
+            live.end()
+        wall = time.time() - t0
+        return {"epochs": epochs, "start_epoch": self.start_epoch, "iterations": self.global_iter,
+                "wall_seconds": round(wall, 1), "images_per_s": images_seen / max(1e-9, wall),
+                "final_losses": {k: last.get(k) for k in ("total", *LOSS_TERMS)},
+                "history": history, "device": device_description(self.device),
+                "world_size": self.dist.world_size, "config_hash": self.hash}
+
+    def _open_live(self):  # noqa: ANN202
+        if self.live_dir is None or not self.dist.is_main:
+            return None
+        from dvclive import Live
+
+        # dvcyaml=False: the root dvc.yaml declares these plots; dvclive must not rewrite it.
+        return Live(dir=str(self.live_dir), dvcyaml=False, save_dvc_exp=False,
+                    resume=self.start_epoch > 0, report=None)
+
+
+def save_weights(model: nn.Module, dataset: CocoDetection, cfg: dict, path: Path) -> None:
+    """Final weights plus what is needed to rebuild and evaluate the model."""
+    torch_save({"model": model.state_dict(), "spec": getattr(model, "spec", {}),
+                "config": cfg, "class_names": dataset.class_names,
+                "label_to_cat_id": list(dataset.label_to_cat_id)}, path)
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    write_json(path, summary)

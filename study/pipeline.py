@@ -1,0 +1,173 @@
+"""The pipeline stages behind the CLI: where each stage reads and writes.
+
+Layout of a study (all relative to the repository root):
+    data/synthetic/            the built-in dataset (COCO layout), from `study data`
+    runs/<name>/last.pt        resumable training state (not tracked; deleted by nothing)
+    models/<name>.pt           final weights + how to rebuild the model (DVC out)
+    results/<name>/            train_summary.json, live/ (dvclive), metrics.json, speed.json
+    results/tables/            comparison tables from `study report`
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from study.config import load_params
+from study.errors import CheckpointError, ConfigError, StudyError
+from study.utils import device_description, pick_device, write_json
+
+log = logging.getLogger(__name__)
+EXPERIMENTS = Path("experiments")
+RUNS, MODELS, RESULTS = Path("runs"), Path("models"), Path("results")
+
+
+def experiment_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: experiment file not found")
+        return path
+    path = EXPERIMENTS / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS.glob("[!_]*.yaml"))
+        raise ConfigError(f"{path}: no experiment {name!r}; known: {', '.join(known)}")
+    return path
+
+
+def check_dataset_param(cfg: dict[str, Any], params_path: str, explicit_profile: bool) -> None:
+    """params.yaml's top-level ``dataset`` (what dvc.yaml declares as the data dependency) must
+    be the folder the active profile reads, or DVC would track the wrong data."""
+    if explicit_profile or not Path(params_path).is_file():
+        return
+    dataset = load_params(params_path).get("dataset")
+    if dataset is not None and Path(dataset) != Path(cfg["data"]["root"]):
+        raise ConfigError(
+            f"{params_path}: profile {cfg['profile']!r} reads data.root={cfg['data']['root']!r} "
+            f"but `dataset` is {dataset!r}; set both, e.g. "
+            f"dvc exp run -S profile={cfg['profile']} -S dataset={cfg['data']['root']}")
+
+
+def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
+    from study.data.synthetic import generate
+
+    params = load_params(params_path)
+    syn = dict(params.get("synthetic") or {})
+    if not syn:
+        raise ConfigError(f"{params_path}: no `synthetic` section")
+    out = out or Path(syn.pop("out", "data/synthetic"))
+    syn.pop("out", None)
+    stats = generate(out, **syn)
+    log.info("wrote %s: %s", out, {k: stats[k] for k in stats if k != "params"})
+    print(f"generated {stats.get('num_images', '?')} images at "
+          f"{stats.get('images_per_s', float('nan')):.1f} images/s into {out}")
+    return stats
+
+
+def _eval_dataset(cfg: dict[str, Any], split: str | None = None):  # noqa: ANN202
+    from study.data import CocoDetection, build_eval_transforms
+
+    ev, dc = cfg["eval"], cfg["data"]
+    return CocoDetection(dc["root"], split or dc["val_split"],
+                         transforms=build_eval_transforms(ev["img_size"], ev["protocol"]),
+                         max_images=dc["max_images"])
+
+
+def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
+    from study.engine.trainer import Trainer, save_weights
+    from study.eval.coco_eval import evaluate as coco_evaluate
+
+    name = cfg["name"]
+    val = None
+
+    def periodic_eval(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        nonlocal val
+        val = val or _eval_dataset(cfg)
+        metrics = coco_evaluate(model, val, cfg, next(model.parameters()).device)
+        return {k: metrics[k] for k in ("AP", "AP50", "APs", "APm", "APl")}
+
+    trainer = Trainer(cfg, RUNS / name, live_dir=RESULTS / name / "live",
+                      evaluate_fn=periodic_eval, max_iters=max_iters)
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        save_weights(trainer.model, trainer.dataset, cfg, MODELS / f"{name}.pt")
+        write_json(RESULTS / name / "train_summary.json",
+                   {**summary, "config": cfg, "model_spec": trainer.model.spec,
+                    "params": sum(p.numel() for p in trainer.model.parameters())})
+        log.info("%s: trained %d iterations in %.0f s (%.1f images/s)", name,
+                 summary["iterations"], summary["wall_seconds"], summary["images_per_s"])
+    from study.engine.distributed import cleanup
+
+    cleanup(trainer.dist)
+    return summary
+
+
+def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model from a weights file written by ``study train`` or ``import-official``."""
+    from study.models import build_model
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found (train the experiment first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise CheckpointError(f"{path}: cannot read weights: {exc}") from None
+    if not isinstance(blob, dict) or "model" not in blob or "spec" not in blob:
+        raise CheckpointError(f"{path}: not a study weights file (expected keys model, spec)")
+    spec = dict(blob["spec"])
+    name, num_classes = spec.pop("name"), spec.pop("num_classes")
+    model = build_model(name, num_classes=num_classes, **spec)
+    model.load_state_dict(blob["model"])
+    return model.to(device).eval(), blob
+
+
+def evaluate(cfg: dict[str, Any], weights: str | None = None,
+             split: str | None = None) -> dict[str, Any]:
+    from study.eval.coco_eval import evaluate as coco_evaluate
+
+    device = pick_device(cfg["eval"]["device"])
+    model, blob = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
+    dataset = _eval_dataset(cfg, split)
+    if model.num_classes != dataset.num_classes:
+        raise StudyError(f"weights have {model.num_classes} classes, dataset "
+                         f"{dataset.ann_file} has {dataset.num_classes}")
+    metrics = coco_evaluate(model, dataset, cfg, device, out_dir=RESULTS / cfg["name"])
+    return metrics
+
+
+def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = None) -> dict:
+    from study.eval.speed import measure_speed
+
+    device = pick_device(cfg["eval"]["device"])
+    model, _ = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
+    ev = cfg["eval"]
+    result = measure_speed(model, ev["img_size"], device, iters=iters or 30,
+                           conf_thresh=ev["conf_thresh"], nms_thresh=ev["nms_thresh"])
+    result["device"] = device_description(device)
+    write_json(RESULTS / cfg["name"] / "speed.json", result)
+    print(f"{cfg['name']}: {result['ms_mean']:.1f} ms/image ({result['fps']:.1f} FPS) "
+          f"at {ev['img_size']} on {result['device']}")
+    return result
+
+
+def report(params_path: str, results: Path) -> list[Path]:
+    from study.report.tables import build_report
+
+    variants = load_params(params_path).get("variants")
+    return build_report(results, variants, results / "tables")
+
+
+def import_official(checkpoint: Path, model_name: str, out: Path, num_classes: int = 80,
+                    backbone_only: bool = False) -> Path:
+    from study.models import build_model
+    from study.models.official import load_official
+    from study.utils import torch_save
+
+    model = build_model(model_name, num_classes=num_classes, anchors="official")
+    load_official(model, checkpoint, model_name, backbone_only=backbone_only)
+    torch_save({"model": model.state_dict(), "spec": model.spec, "config": None,
+                "source": str(checkpoint)}, out)
+    return out
