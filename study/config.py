@@ -48,14 +48,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 # Sub-trees whose keys are free-form (passed through to a builder), not checked against the base.
-FREE_FORM = {("model", "overrides")}
+FREE_FORM = {("model", "overrides"), ("train", "dropblock", "schedule")}
 
 
 def check_keys(cfg: dict[str, Any], reference: dict[str, Any], source: str,
                prefix: tuple[str, ...] = ()) -> None:
     """Raise ConfigError for any key of ``cfg`` that ``reference`` (the base config) lacks."""
     for key, value in cfg.items():
-        where = ".".join((*prefix, key))
+        where = ".".join(map(str, (*prefix, key)))
         if key not in reference:
             valid = ", ".join(sorted(k for k in reference if k != BASE_KEY))
             label = ".".join(prefix) or "top level"
