@@ -16,10 +16,18 @@ log = logging.getLogger("study")
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help="experiment name (experiments/<name>.yaml) or a YAML path")
-    p.add_argument("--profile", default=None, help="profile in params.yaml (default: its `profile`)")
+    p.add_argument(
+        "--profile", default=None, help="profile in params.yaml (default: its `profile`)"
+    )
     p.add_argument("--params", default="params.yaml", help="params file with the profiles")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=2 (repeatable)",
+    )
 
 
 def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
@@ -29,7 +37,16 @@ def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
-    cfg = load_experiment(experiment_path(args.experiment), args.profile, args.params, overrides)
+    path = experiment_path(args.experiment)
+    cfg = load_experiment(path, args.profile, args.params, overrides)
+    from study.errors import ConfigError
+    from study.models import available
+
+    if cfg["model"]["name"] not in available():
+        raise ConfigError(
+            f"{path}: model.name {cfg['model']['name']!r} is not a registered "
+            f"variant; available: {', '.join(available())}"
+        )
     check_dataset_param(cfg, args.params, explicit_profile=args.profile is not None)
     return cfg
 
@@ -52,8 +69,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from study.pipeline import evaluate
 
     metrics = evaluate(load_cfg(args), weights=args.weights, split=args.split)
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                   for k, v in metrics.items() if k != "meta"))
+    print(
+        " ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in metrics.items()
+            if k != "meta"
+        )
+    )
     return 0
 
 
@@ -75,8 +97,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_import_official(args: argparse.Namespace) -> int:
     from study.pipeline import import_official
 
-    out = import_official(Path(args.checkpoint), args.model, Path(args.out), args.num_classes,
-                          backbone_only=args.backbone_only)
+    out = import_official(
+        Path(args.checkpoint),
+        args.model,
+        Path(args.out),
+        args.num_classes,
+        backbone_only=args.backbone_only,
+    )
     print(f"wrote {out}")
     return 0
 
@@ -111,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("speed", help="ms per image (batch 1, NMS included) -> results/<name>/speed.json")
+    p = sub.add_parser(
+        "speed", help="ms per image (batch 1, NMS included) -> results/<name>/speed.json"
+    )
     _experiment_args(p)
     p.add_argument("--weights", default=None)
     p.add_argument("--iters", type=int, default=None, help="timed images (default: profile)")
@@ -122,13 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("import-official", help="load an official ASFF .pth into this project's model")
+    p = sub.add_parser(
+        "import-official", help="load an official ASFF .pth into this project's model"
+    )
     p.add_argument("checkpoint", help="official checkpoint (.pth)")
     p.add_argument("--model", required=True, help="baseline | asff | asff-star")
     p.add_argument("--out", required=True, help="where to write the converted weights (.pt)")
     p.add_argument("--num-classes", type=int, default=80)
-    p.add_argument("--backbone-only", action="store_true",
-                   help="the darknet53_feature_mx backbone checkpoint (Darknet-53 part only)")
+    p.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="the darknet53_feature_mx backbone checkpoint (Darknet-53 part only)",
+    )
     p.set_defaults(func=cmd_import_official)
 
     p = sub.add_parser("models", help="list registered model variants and their sizes")
@@ -139,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return args.func(args)
     except StudyError as exc:

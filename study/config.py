@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,21 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``override`` merged in (mappings recursively, everything else replaced)."""
+REPLACED = {("train", "dropblock", "schedule")}
+
+
+def deep_merge(
+    base: dict[str, Any], override: dict[str, Any], _prefix: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``base`` with ``override`` merged in (mappings recursively, everything else replaced)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and (*_prefix, key) not in REPLACED
+        ):
+            out[key] = deep_merge(out[key], value, (*_prefix, key))
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -51,8 +61,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 FREE_FORM = {("model", "overrides"), ("train", "dropblock", "schedule")}
 
 
-def check_keys(cfg: dict[str, Any], reference: dict[str, Any], source: str,
-               prefix: tuple[str, ...] = ()) -> None:
+def check_keys(
+    cfg: dict[str, Any], reference: dict[str, Any], source: str, prefix: tuple[str, ...] = ()
+) -> None:
     """Raise ConfigError for any key of ``cfg`` that ``reference`` (the base config) lacks."""
     for key, value in cfg.items():
         where = ".".join(map(str, (*prefix, key)))
@@ -66,7 +77,9 @@ def check_keys(cfg: dict[str, Any], reference: dict[str, Any], source: str,
             check_keys(value, reference[key], source, (*prefix, key))
 
 
-def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+def _load_with_bases(
+    path: Path, seen: tuple[Path, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (merged config, root base config) following ``_base_`` links."""
     path = path.resolve()
     if path in seen:
@@ -84,7 +97,9 @@ def load_params(params_path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[st
     return read_yaml(params_path)
 
 
-def profile_overrides(params: dict[str, Any], profile: str | None, params_path: str) -> tuple[str, dict]:
+def profile_overrides(
+    params: dict[str, Any], profile: str | None, params_path: str
+) -> tuple[str, dict]:
     profiles = params.get("profiles") or {}
     name = profile or params.get("profile") or "default"
     if name not in profiles:
@@ -135,5 +150,10 @@ def parse_override(text: str) -> dict[str, Any]:
     for part in parts[:-1]:
         cur[part] = {}
         cur = cur[part]
-    cur[parts[-1]] = yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and re.fullmatch(
+        r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed.strip()
+    ):
+        parsed = float(parsed)
+    cur[parts[-1]] = parsed
     return node

@@ -48,7 +48,8 @@ def check_dataset_param(cfg: dict[str, Any], params_path: str, explicit_profile:
         raise ConfigError(
             f"{params_path}: profile {cfg['profile']!r} reads data.root={cfg['data']['root']!r} "
             f"but `dataset` is {dataset!r}; set both, e.g. "
-            f"dvc exp run -S profile={cfg['profile']} -S dataset={cfg['data']['root']}")
+            f"dvc exp run -S profile={cfg['profile']} -S dataset={cfg['data']['root']}"
+        )
 
 
 def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
@@ -62,8 +63,10 @@ def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
     syn.pop("out", None)
     stats = generate(out, **syn)
     log.info("wrote %s: %s", out, {k: stats[k] for k in stats if k != "params"})
-    print(f"generated {stats.get('num_images', '?')} images at "
-          f"{stats.get('images_per_s', float('nan')):.1f} images/s into {out}")
+    print(
+        f"generated {stats.get('num_images', '?')} images at "
+        f"{stats.get('images_per_s', float('nan')):.1f} images/s into {out}"
+    )
     return stats
 
 
@@ -71,9 +74,12 @@ def _eval_dataset(cfg: dict[str, Any], split: str | None = None):  # noqa: ANN20
     from study.data import CocoDetection, build_eval_transforms
 
     ev, dc = cfg["eval"], cfg["data"]
-    return CocoDetection(dc["root"], split or dc["val_split"],
-                         transforms=build_eval_transforms(ev["img_size"], ev["protocol"]),
-                         max_images=dc["max_images"])
+    return CocoDetection(
+        dc["root"],
+        split or dc["val_split"],
+        transforms=build_eval_transforms(ev["img_size"], ev["protocol"]),
+        max_images=dc["max_images"],
+    )
 
 
 def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
@@ -89,16 +95,32 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
         metrics = coco_evaluate(model, val, cfg, next(model.parameters()).device)
         return {k: metrics[k] for k in ("AP", "AP50", "APs", "APm", "APl")}
 
-    trainer = Trainer(cfg, RUNS / name, live_dir=RESULTS / name / "live",
-                      evaluate_fn=periodic_eval, max_iters=max_iters)
+    trainer = Trainer(
+        cfg,
+        RUNS / name,
+        live_dir=RESULTS / name / "live",
+        evaluate_fn=periodic_eval,
+        max_iters=max_iters,
+    )
     summary = trainer.fit()
     if trainer.dist.is_main:
         save_weights(trainer.model, trainer.dataset, cfg, MODELS / f"{name}.pt")
-        write_json(RESULTS / name / "train_summary.json",
-                   {**summary, "config": cfg, "model_spec": trainer.model.spec,
-                    "params": sum(p.numel() for p in trainer.model.parameters())})
-        log.info("%s: trained %d iterations in %.0f s (%.1f images/s)", name,
-                 summary["iterations"], summary["wall_seconds"], summary["images_per_s"])
+        write_json(
+            RESULTS / name / "train_summary.json",
+            {
+                **summary,
+                "config": cfg,
+                "model_spec": trainer.model.spec,
+                "params": sum(p.numel() for p in trainer.model.parameters()),
+            },
+        )
+        log.info(
+            "%s: trained %d iterations in %.0f s (%.1f images/s)",
+            name,
+            summary["iterations"],
+            summary["wall_seconds"],
+            summary["images_per_s"],
+        )
     from study.engine.distributed import cleanup
 
     cleanup(trainer.dist)
@@ -124,16 +146,19 @@ def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
     return model.to(device).eval(), blob
 
 
-def evaluate(cfg: dict[str, Any], weights: str | None = None,
-             split: str | None = None) -> dict[str, Any]:
+def evaluate(
+    cfg: dict[str, Any], weights: str | None = None, split: str | None = None
+) -> dict[str, Any]:
     from study.eval.coco_eval import evaluate as coco_evaluate
 
     device = pick_device(cfg["eval"]["device"])
     model, blob = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
     dataset = _eval_dataset(cfg, split)
     if model.num_classes != dataset.num_classes:
-        raise StudyError(f"weights have {model.num_classes} classes, dataset "
-                         f"{dataset.ann_file} has {dataset.num_classes}")
+        raise StudyError(
+            f"weights have {model.num_classes} classes, dataset "
+            f"{dataset.ann_file} has {dataset.num_classes}"
+        )
     metrics = coco_evaluate(model, dataset, cfg, device, out_dir=RESULTS / cfg["name"])
     return metrics
 
@@ -144,12 +169,20 @@ def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = N
     device = pick_device(cfg["eval"]["device"])
     model, _ = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
     ev = cfg["eval"]
-    result = measure_speed(model, ev["img_size"], device, iters=iters or 30,
-                           conf_thresh=ev["conf_thresh"], nms_thresh=ev["nms_thresh"])
+    result = measure_speed(
+        model,
+        ev["img_size"],
+        device,
+        iters=iters or 30,
+        conf_thresh=ev["conf_thresh"],
+        nms_thresh=ev["nms_thresh"],
+    )
     result["device"] = device_description(device)
     write_json(RESULTS / cfg["name"] / "speed.json", result)
-    print(f"{cfg['name']}: {result['ms_mean']:.1f} ms/image ({result['fps']:.1f} FPS) "
-          f"at {ev['img_size']} on {result['device']}")
+    print(
+        f"{cfg['name']}: {result['ms_mean']:.1f} ms/image ({result['fps']:.1f} FPS) "
+        f"at {ev['img_size']} on {result['device']}"
+    )
     return result
 
 
@@ -160,14 +193,22 @@ def report(params_path: str, results: Path) -> list[Path]:
     return build_report(results, variants, results / "tables")
 
 
-def import_official(checkpoint: Path, model_name: str, out: Path, num_classes: int = 80,
-                    backbone_only: bool = False) -> Path:
+def import_official(
+    checkpoint: Path, model_name: str, out: Path, num_classes: int = 80, backbone_only: bool = False
+) -> Path:
     from study.models import build_model
     from study.models.official import load_official
     from study.utils import torch_save
 
     model = build_model(model_name, num_classes=num_classes, anchors="official")
     load_official(model, checkpoint, model_name, backbone_only=backbone_only)
-    torch_save({"model": model.state_dict(), "spec": model.spec, "config": None,
-                "source": str(checkpoint)}, out)
+    torch_save(
+        {
+            "model": model.state_dict(),
+            "spec": model.spec,
+            "config": None,
+            "source": str(checkpoint),
+        },
+        out,
+    )
     return out

@@ -15,8 +15,11 @@ from study.data.transforms import (
     collate,
 )
 
-_SYNTHETIC = {"SYNTHETIC_CLASSES": "CLASS_NAMES", "generate_synthetic": "generate",
-              "size_bucket": "size_bucket"}
+_SYNTHETIC = {
+    "SYNTHETIC_CLASSES": "CLASS_NAMES",
+    "generate_synthetic": "generate",
+    "size_bucket": "size_bucket",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -45,8 +45,10 @@ def validate_dataset(d: Any, ann_file: Path) -> None:
         raise DataError(f"{ann_file}: expected a JSON object at the top level")
     for key in ("images", "annotations", "categories"):
         if key not in d:
-            raise DataError(f"{ann_file}: missing key {key!r} (a COCO file needs images, "
-                            "annotations and categories)")
+            raise DataError(
+                f"{ann_file}: missing key {key!r} (a COCO file needs images, "
+                "annotations and categories)"
+            )
         if not isinstance(d[key], list):
             raise DataError(f"{ann_file}: {key!r} must be a list")
     cat_ids = set()
@@ -64,11 +66,14 @@ def validate_dataset(d: Any, ann_file: Path) -> None:
             raise DataError(f"{ann_file}: annotation is not an object: {ann!r:.200}")
         aid = ann.get("id")
         if ann.get("category_id") not in cat_ids:
-            raise DataError(f"{ann_file}: annotation {aid} has unknown category id "
-                            f"{ann.get('category_id')!r} (not in 'categories')")
+            raise DataError(
+                f"{ann_file}: annotation {aid} has unknown category id "
+                f"{ann.get('category_id')!r} (not in 'categories')"
+            )
         if ann.get("image_id") not in img_ids:
-            raise DataError(f"{ann_file}: annotation {aid} refers to unknown image id "
-                            f"{ann.get('image_id')!r}")
+            raise DataError(
+                f"{ann_file}: annotation {aid} refers to unknown image id {ann.get('image_id')!r}"
+            )
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_check_number, bbox))):
             raise DataError(f"{ann_file}: annotation {aid} has an invalid bbox {bbox!r}")
@@ -121,8 +126,9 @@ def load_rgb(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
-def clip_boxes(xywh: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray,
-                                                                       np.ndarray, np.ndarray]:
+def clip_boxes(
+    xywh: np.ndarray, width: float, height: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Turn COCO [x, y, w, h] into clipped XYXY.
 
     Returns (xyxy of kept boxes, keep mask, degenerate mask, clipped mask) over the input rows:
@@ -144,9 +150,13 @@ def clip_boxes(xywh: np.ndarray, width: float, height: float) -> tuple[np.ndarra
 class CocoDetection(Dataset):
     """Detection samples ``(image, target)`` from a dataset in the COCO layout."""
 
-    def __init__(self, root: str | os.PathLike[str], split: str,
-                 transforms: Callable[[Any, Any], Any] | None = None,
-                 max_images: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str,
+        transforms: Callable[[Any, Any], Any] | None = None,
+        max_images: int | None = None,
+    ) -> None:
         self.root = Path(root)
         self.split = split
         self.img_dir = self.root / split
@@ -169,17 +179,30 @@ class CocoDetection(Dataset):
             ids = ids[:max_images]
         self.ids: list[int] = ids
         self._targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.box_stats = {"total": 0, "kept": 0, "crowd": 0, "clipped": 0,
-                          "dropped_degenerate": 0, "dropped_outside": 0}
+        self.box_stats = {
+            "total": 0,
+            "kept": 0,
+            "crowd": 0,
+            "clipped": 0,
+            "dropped_degenerate": 0,
+            "dropped_outside": 0,
+        }
         for img_id in ids:
             self._targets[img_id] = self._prepare(img_id)
         s = self.box_stats
         if s["clipped"] or s["dropped_degenerate"] or s["dropped_outside"]:
-            log.warning("%s: %d boxes clipped to the image, %d dropped with non-positive "
-                        "width/height, %d dropped as empty after clipping (%d crowd boxes "
-                        "ignored, %d of %d boxes kept)", self.ann_file, s["clipped"],
-                        s["dropped_degenerate"], s["dropped_outside"], s["crowd"], s["kept"],
-                        s["total"])
+            log.warning(
+                "%s: %d boxes clipped to the image, %d dropped with non-positive "
+                "width/height, %d dropped as empty after clipping (%d crowd boxes "
+                "ignored, %d of %d boxes kept)",
+                self.ann_file,
+                s["clipped"],
+                s["dropped_degenerate"],
+                s["dropped_outside"],
+                s["crowd"],
+                s["kept"],
+                s["total"],
+            )
 
     def _prepare(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (XYXY, clipped to the size in the JSON) and labels of one image; counts stats."""
@@ -224,8 +247,12 @@ class CocoDetection(Dataset):
             boxes, labels = boxes[ok], labels[ok]
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
         target = {
-            "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(boxes.copy()), format="XYXY",
-                                              canvas_size=(h, w), dtype=torch.float32),
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(boxes.copy()),
+                format="XYXY",
+                canvas_size=(h, w),
+                dtype=torch.float32,
+            ),
             "labels": torch.from_numpy(labels.copy()),
             "image_id": int(img_id),
             "orig_size": (h, w),
@@ -239,5 +266,7 @@ class CocoDetection(Dataset):
         return image, target
 
     def __repr__(self) -> str:
-        return (f"CocoDetection({str(self.root)!r}, {self.split!r}: {len(self)} images, "
-                f"{self.num_classes} classes)")
+        return (
+            f"CocoDetection({str(self.root)!r}, {self.split!r}: {len(self)} images, "
+            f"{self.num_classes} classes)"
+        )

@@ -28,13 +28,23 @@ from PIL import Image, ImageDraw
 
 from study.utils import atomic_path, write_json
 
-CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring", "star", "striped_square",
-               "checkered_disc", "hexagon", "arrow")
-SMALL_MAX, MEDIUM_MAX = 32**2, 96**2          # COCO area thresholds (pixels at the image size)
+CLASS_NAMES = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "star",
+    "striped_square",
+    "checkered_disc",
+    "hexagon",
+    "arrow",
+)
+SMALL_MAX, MEDIUM_MAX = 32**2, 96**2  # COCO area thresholds (pixels at the image size)
 BUCKETS = ("small", "medium", "large")
 # Areas are drawn log-uniformly in these ranges (kept clear of the thresholds).
 AREA_RANGES = {"small": (10**2, 31**2), "medium": (33**2, 94**2), "large": (98**2, None)}
-SPLITS = {"train2017": (0, 0), "val2017": (1, 1_000_000)}   # split -> (RNG stream, id offset)
+SPLITS = {"train2017": (0, 0), "val2017": (1, 1_000_000)}  # split -> (RNG stream, id offset)
 MIN_IMG_SIZE = 160
 _FILE_RE = re.compile(r"^\d{12}\.(png|jpg)$")
 
@@ -64,10 +74,26 @@ def _star(points: int = 5, inner: float = 0.42) -> np.ndarray:
 
 _SQ = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float)
 _A = 0.34  # half-width of the cross arms
-_CROSS = np.array([[-_A, -1], [_A, -1], [_A, -_A], [1, -_A], [1, _A], [_A, _A], [_A, 1],
-                   [-_A, 1], [-_A, _A], [-1, _A], [-1, -_A], [-_A, -_A]], float)
-_ARROW = np.array([[-1, -0.3], [0.2, -0.3], [0.2, -0.8], [1, 0], [0.2, 0.8], [0.2, 0.3],
-                   [-1, 0.3]], float)
+_CROSS = np.array(
+    [
+        [-_A, -1],
+        [_A, -1],
+        [_A, -_A],
+        [1, -_A],
+        [1, _A],
+        [_A, _A],
+        [_A, 1],
+        [-_A, 1],
+        [-_A, _A],
+        [-1, _A],
+        [-1, -_A],
+        [-_A, -_A],
+    ],
+    float,
+)
+_ARROW = np.array(
+    [[-1, -0.3], [0.2, -0.3], [0.2, -0.8], [1, 0], [0.2, 0.8], [0.2, 0.3], [-1, 0.3]], float
+)
 # class -> (list of (unit polygon, mask value: 255 adds, 0 cuts), texture)
 SHAPES: dict[str, tuple[list[tuple[np.ndarray, int]], str | None]] = {
     "circle": ([(_ellipse(), 255)], None),
@@ -95,11 +121,14 @@ class _Canvas:
         self.size, self.rng = size, rng
         c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
         ang = rng.uniform(0, 2 * np.pi)
-        self.c0, self.c1, self.dir = c0.astype(float), c1.astype(float), np.array(
-            [np.cos(ang), np.sin(ang)])
+        self.c0, self.c1, self.dir = (
+            c0.astype(float),
+            c1.astype(float),
+            np.array([np.cos(ang), np.sin(ang)]),
+        )
         g = np.linspace(-1, 1, size, dtype=np.float32)[:, None]
         diff = ((self.c1 - self.c0) * 0.5 / np.sqrt(2)).astype(np.float32)
-        across = g * (diff * self.dir[0]).astype(np.float32)                  # (W, 3)
+        across = g * (diff * self.dir[0]).astype(np.float32)  # (W, 3)
         down = g * (diff * self.dir[1]).astype(np.float32) + (self.c0 + self.c1) / 2  # (H, 3)
         self.arr = (down[:, None, :] + across[None, :, :]).astype(np.uint8)
 
@@ -132,8 +161,13 @@ class _Canvas:
             elif kind == 1:
                 c, r = rng.uniform(0, s, 2), rng.uniform(8, s / 3)
                 a0 = rng.uniform(0, 360)
-                draw.arc([c[0] - r, c[1] - r, c[0] + r, c[1] + r], a0,
-                         a0 + rng.uniform(40, 200), fill=col, width=width)
+                draw.arc(
+                    [c[0] - r, c[1] - r, c[0] + r, c[1] + r],
+                    a0,
+                    a0 + rng.uniform(40, 200),
+                    fill=col,
+                    width=width,
+                )
             elif kind == 2:
                 pts = np.cumsum(rng.normal(0, s / 12, (int(rng.integers(4, 9)), 2)), 0)
                 pts += rng.uniform(0, s, 2)
@@ -147,8 +181,14 @@ class _Canvas:
                 draw.polygon([tuple(p) for p in pts], fill=col)
         self.arr = np.array(img)
 
-    def draw_shape(self, cls: str, polys: list[tuple[np.ndarray, int]], colours: list[np.ndarray],
-                   angle: float, unit: float) -> None:
+    def draw_shape(
+        self,
+        cls: str,
+        polys: list[tuple[np.ndarray, int]],
+        colours: list[np.ndarray],
+        angle: float,
+        unit: float,
+    ) -> None:
         """Rasterise polygons (absolute coordinates) into a mask and fill it with a texture."""
         outer = polys[0][0]
         x0, y0 = (max(0, int(math.floor(v))) for v in outer.min(0))
@@ -187,8 +227,11 @@ def _coverage(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 def _object_counts(rng: np.random.Generator) -> dict[str, int]:
     """Per-image counts with means 2.46 / 2.04 / 1.5 (41 / 34 / 25 %), at least one of each."""
-    return {"small": 1 + int(rng.poisson(1.46)), "medium": 1 + int(rng.poisson(1.04)),
-            "large": 1 + int(rng.random() < 0.5)}
+    return {
+        "small": 1 + int(rng.poisson(1.46)),
+        "medium": 1 + int(rng.poisson(1.04)),
+        "large": 1 + int(rng.random() < 0.5),
+    }
 
 
 def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -216,8 +259,11 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
             k = min(math.sqrt(area / (bw * bh)), (size - 2) / bw, (size - 2) / bh)
             w, h = bw * k, bh * k
             # Nesting: the first small object (and some others) go inside a large one.
-            nest = bucket != "large" and large_boxes and (
-                (bucket == "small" and j == 0) or rng.random() < 0.3)
+            nest = (
+                bucket != "large"
+                and large_boxes
+                and ((bucket == "small" and j == 0) or rng.random() < 0.3)
+            )
             best, best_cov = None, np.inf
             for _ in range(30):
                 if nest:
@@ -251,9 +297,14 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
                 c2 = rng.integers(0, 256, 3).astype(np.uint8)
             canvas.draw_shape(cls, polys, [c1, c2], angle, k)
             bw_r, bh_r = round(box[2] - box[0], 2), round(box[3] - box[1], 2)
-            objects.append({"label": label, "bbox": [float(box[0]), float(box[1]), bw_r, bh_r],
-                            "area": round(bw_r * bh_r, 2),
-                            "polygon": [round(float(v), 2) for v in polys[0][0].reshape(-1)]})
+            objects.append(
+                {
+                    "label": label,
+                    "bbox": [float(box[0]), float(box[1]), bw_r, bh_r],
+                    "area": round(bw_r * bh_r, 2),
+                    "polygon": [round(float(v), 2) for v in polys[0][0].reshape(-1)],
+                }
+            )
     canvas.distractors(int(rng.integers(2, 5)), thin_only=True)
     amp = int(rng.integers(5, 21))  # uniform sensor-like noise in [-amp, amp]
     noise = rng.integers(-amp, amp + 1, (size, size, 3), dtype=np.int16)
@@ -261,8 +312,9 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
     return arr, objects
 
 
-def _write_split(out_root: Path, split: str, num: int, size: int, seed: int,
-                 image_format: str) -> dict[str, Any]:
+def _write_split(
+    out_root: Path, split: str, num: int, size: int, seed: int, image_format: str
+) -> dict[str, Any]:
     """Draw and write one split's images; return its COCO dict."""
     stream, id_offset = SPLITS[split]
     img_dir = out_root / split
@@ -285,22 +337,36 @@ def _write_split(out_root: Path, split: str, num: int, size: int, seed: int,
             os.chmod(tmp, mode)
         images.append({"id": img_id, "file_name": name, "width": size, "height": size})
         for obj in objects:
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": img_id, "category_id": obj["label"] + 1,
-                "bbox": obj["bbox"], "area": obj["area"], "iscrowd": 0,
-                "segmentation": [obj["polygon"]]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": obj["label"] + 1,
+                    "bbox": obj["bbox"],
+                    "area": obj["area"],
+                    "iscrowd": 0,
+                    "segmentation": [obj["polygon"]],
+                }
+            )
     for stale in img_dir.iterdir():  # images of an earlier, larger run
         if _FILE_RE.match(stale.name) and stale.name not in names:
             stale.unlink()
     return {
-        "info": {"description": "asff-study synthetic shapes (study.data.synthetic)",
-                 "version": "1", "year": 2024, "contributor": "asff-study",
-                 "date_created": "1970-01-01", "seed": seed, "img_size": size},
+        "info": {
+            "description": "asff-study synthetic shapes (study.data.synthetic)",
+            "version": "1",
+            "year": 2024,
+            "contributor": "asff-study",
+            "date_created": "1970-01-01",
+            "seed": seed,
+            "img_size": size,
+        },
         "licenses": [{"id": 1, "name": "CC0 1.0", "url": ""}],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": k + 1, "name": n, "supercategory": "shape"}
-                       for k, n in enumerate(CLASS_NAMES)],
+        "categories": [
+            {"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASS_NAMES)
+        ],
     }
 
 
@@ -313,8 +379,14 @@ def size_mix(annotations: list[dict[str, Any]]) -> dict[str, float]:
     return {b: round(counts[b] / total, 4) for b in BUCKETS}
 
 
-def generate(out_root: str | os.PathLike[str], num_train: int, num_val: int, img_size: int = 256,
-             seed: int = 0, image_format: str = "png") -> dict[str, Any]:
+def generate(
+    out_root: str | os.PathLike[str],
+    num_train: int,
+    num_val: int,
+    img_size: int = 256,
+    seed: int = 0,
+    image_format: str = "png",
+) -> dict[str, Any]:
     """Write the benchmark in the COCO layout under ``out_root``; return (and save) its stats."""
     if img_size < MIN_IMG_SIZE:
         raise ValueError(f"img_size must be >= {MIN_IMG_SIZE} (large objects need >= 96 px)")
@@ -336,9 +408,15 @@ def generate(out_root: str | os.PathLike[str], num_train: int, num_val: int, img
         per_class[CLASS_NAMES[a["category_id"] - 1]] += 1
     n_images = num_train + num_val
     stats = {
-        "params": {"num_train": num_train, "num_val": num_val, "img_size": img_size,
-                   "seed": seed, "image_format": image_format},
-        "num_classes": len(CLASS_NAMES), "class_names": list(CLASS_NAMES),
+        "params": {
+            "num_train": num_train,
+            "num_val": num_val,
+            "img_size": img_size,
+            "seed": seed,
+            "image_format": image_format,
+        },
+        "num_classes": len(CLASS_NAMES),
+        "class_names": list(CLASS_NAMES),
         "images": {s: len(d["images"]) for s, d in splits.items()},
         "boxes": {s: len(d["annotations"]) for s, d in splits.items()},
         "boxes_per_image": round(len(all_anns) / max(1, n_images), 3),
@@ -365,9 +443,11 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     stats = generate(a.out_root, a.train, a.val, a.img_size, a.seed, a.format)
     mix = stats["size_mix"]
-    print(f"wrote {a.train} train + {a.val} val images to {a.out_root} in {stats['seconds']} s "
-          f"({stats['images_per_s']} images/s); size mix small {mix['small']:.1%}, "
-          f"medium {mix['medium']:.1%}, large {mix['large']:.1%}")
+    print(
+        f"wrote {a.train} train + {a.val} val images to {a.out_root} in {stats['seconds']} s "
+        f"({stats['images_per_s']} images/s); size mix small {mix['small']:.1%}, "
+        f"medium {mix['medium']:.1%}, large {mix['large']:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,12 +50,20 @@ def _normalize(image: torch.Tensor) -> torch.Tensor:
     return F.normalize(image, list(IMAGENET_MEAN), list(IMAGENET_STD))
 
 
-def _finish(image: torch.Tensor, target: Target, orig_size: Sequence[int],
-            scale: tuple[float, float], pad: tuple[float, float]) -> tuple[torch.Tensor, Target]:
+def _finish(
+    image: torch.Tensor,
+    target: Target,
+    orig_size: Sequence[int],
+    scale: tuple[float, float],
+    pad: tuple[float, float],
+) -> tuple[torch.Tensor, Target]:
     """Normalise the image and turn the target into plain tensors plus ``info``."""
-    info = {"image_id": int(target.get("image_id", -1)),
-            "orig_size": (int(orig_size[0]), int(orig_size[1])),
-            "scale": (float(scale[0]), float(scale[1])), "pad": (float(pad[0]), float(pad[1]))}
+    info = {
+        "image_id": int(target.get("image_id", -1)),
+        "orig_size": (int(orig_size[0]), int(orig_size[1])),
+        "scale": (float(scale[0]), float(scale[1])),
+        "pad": (float(pad[0]), float(pad[1])),
+    }
     if "mixup" in target:
         info["mixup"] = target["mixup"]
     out = {
@@ -86,8 +94,10 @@ class TrainTransform:
     def __init__(self, augment_cfg: dict[str, Any], img_size: int) -> None:
         unknown = set(augment_cfg) - set(AUGMENT_KEYS)
         if unknown:
-            raise ConfigError(f"train.augment: unknown key(s) {sorted(unknown)}; "
-                              f"valid keys: {', '.join(AUGMENT_KEYS)}")
+            raise ConfigError(
+                f"train.augment: unknown key(s) {sorted(unknown)}; "
+                f"valid keys: {', '.join(AUGMENT_KEYS)}"
+            )
         self.cfg = {k: augment_cfg.get(k, False) for k in AUGMENT_KEYS}
         self.min_box_side = float(augment_cfg.get("min_box_side", 0) or 0)
         self.img_size = int(img_size)
@@ -101,13 +111,26 @@ class TrainTransform:
         if self.cfg["flip"]:
             ops.append(v2.RandomHorizontalFlip(p=0.5))
         if self.cfg["affine"]:
-            ops.append(v2.RandomApply([v2.RandomAffine(
-                degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=2, fill=_fill())], p=0.5))
+            ops.append(
+                v2.RandomApply(
+                    [
+                        v2.RandomAffine(
+                            degrees=10,
+                            translate=(0.1, 0.1),
+                            scale=(0.9, 1.1),
+                            shear=2,
+                            fill=_fill(),
+                        )
+                    ],
+                    p=0.5,
+                )
+            )
         self.augment = v2.Compose(ops) if ops else None
         self.sanitize = v2.SanitizeBoundingBoxes(labels_getter=_labels_and_weights)
 
-    def _resize(self, image: torch.Tensor, target: Target,
-                filter_small: bool) -> tuple[torch.Tensor, Target, tuple[float, float]]:
+    def _resize(
+        self, image: torch.Tensor, target: Target, filter_small: bool
+    ) -> tuple[torch.Tensor, Target, tuple[float, float]]:
         h, w = image.shape[-2:]
         s = self.img_size
         image, target = v2.Resize((s, s), antialias=False)(image, target)
@@ -141,13 +164,17 @@ class EvalTransform:
         self.img_size = int(img_size)
         self.protocol = protocol
 
-    def __call__(self, image: torch.Tensor,
-                 target: Target | None = None) -> tuple[torch.Tensor, Target]:
+    def __call__(
+        self, image: torch.Tensor, target: Target | None = None
+    ) -> tuple[torch.Tensor, Target]:
         h, w = image.shape[-2:]
         if target is None:
-            target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY",
-                                                        canvas_size=(h, w)),
-                      "labels": torch.zeros(0, dtype=torch.int64)}
+            target = {
+                "boxes": tv_tensors.BoundingBoxes(
+                    torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)
+                ),
+                "labels": torch.zeros(0, dtype=torch.int64),
+            }
         target = _with_weights(target)
         orig_size = target.get("orig_size", (h, w))
         s = self.img_size
@@ -189,20 +216,27 @@ def collate(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor,
     images = [img.as_subclass(torch.Tensor) for img, _ in batch]
     shapes = {tuple(img.shape) for img in images}
     if len(shapes) != 1:
-        raise ValueError(f"collate: images of different shapes {sorted(shapes)}; "
-                         "apply a transform that resizes to a common size first")
+        raise ValueError(
+            f"collate: images of different shapes {sorted(shapes)}; "
+            "apply a transform that resizes to a common size first"
+        )
     targets = []
     for img, t in batch:
         t = _with_weights(t)
-        info = t.get("info") or {"image_id": int(t.get("image_id", -1)),
-                                 "orig_size": tuple(t.get("orig_size", img.shape[-2:])),
-                                 "scale": (1.0, 1.0), "pad": (0.0, 0.0)}
-        targets.append({
-            "boxes": t["boxes"].as_subclass(torch.Tensor).to(torch.float32).reshape(-1, 4),
-            "labels": t["labels"].as_subclass(torch.Tensor).to(torch.int64),
-            "weights": t["weights"].as_subclass(torch.Tensor).to(torch.float32),
-            "info": info,
-        })
+        info = t.get("info") or {
+            "image_id": int(t.get("image_id", -1)),
+            "orig_size": tuple(t.get("orig_size", img.shape[-2:])),
+            "scale": (1.0, 1.0),
+            "pad": (0.0, 0.0),
+        }
+        targets.append(
+            {
+                "boxes": t["boxes"].as_subclass(torch.Tensor).to(torch.float32).reshape(-1, 4),
+                "labels": t["labels"].as_subclass(torch.Tensor).to(torch.int64),
+                "weights": t["weights"].as_subclass(torch.Tensor).to(torch.float32),
+                "info": info,
+            }
+        )
     return torch.stack(images), targets
 
 
@@ -216,9 +250,14 @@ class MixupDataset(Dataset):
     seeds) reproduces a run. ``set_enabled(False)`` returns the plain sample (weights 1).
     """
 
-    def __init__(self, dataset: Any, alpha: float = 1.5,
-                 transforms: Callable[[Any, Any], Any] | None = None, enabled: bool = True,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        alpha: float = 1.5,
+        transforms: Callable[[Any, Any], Any] | None = None,
+        enabled: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
         self.dataset = dataset
         self.alpha = float(alpha)
         self.transforms = transforms
@@ -266,13 +305,15 @@ class MixupDataset(Dataset):
         canvas[:, :h1, :w1] = img1.as_subclass(torch.Tensor).float() * lam
         canvas[:, :h2, :w2] += img2.as_subclass(torch.Tensor).float() * (1.0 - lam)
         image = tv_tensors.Image(canvas.clamp_(0, 255).to(torch.uint8))
-        boxes = torch.cat([t1["boxes"].as_subclass(torch.Tensor),
-                           t2["boxes"].as_subclass(torch.Tensor)]).to(torch.float32)
+        boxes = torch.cat(
+            [t1["boxes"].as_subclass(torch.Tensor), t2["boxes"].as_subclass(torch.Tensor)]
+        ).to(torch.float32)
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
             "labels": torch.cat([t1["labels"], t2["labels"]]),
-            "weights": torch.cat([torch.full((len(t1["labels"]),), lam),
-                                  torch.full((len(t2["labels"]),), 1.0 - lam)]).float(),
+            "weights": torch.cat(
+                [torch.full((len(t1["labels"]),), lam), torch.full((len(t2["labels"]),), 1.0 - lam)]
+            ).float(),
             "image_id": t1.get("image_id", -1),
             "orig_size": (h, w),
             "mixup": {"lam": lam, "image_id2": t2.get("image_id", -1)},

@@ -249,7 +249,9 @@ class YOLOLoss(nn.Module):
         obj_target = torch.zeros_like(obj_weight)
 
         sel = torch.nonzero(gt_level == level).squeeze(1)
-        terms = {"anchor": zero, "iou": zero, "l1": zero, "cls": zero}
+        # 0 * sum keeps every level's guide_wh in the graph (DDP needs a gradient for it).
+        anchor0 = prior_wh.sum() * 0.0 if prior_wh.requires_grad else zero
+        terms = {"anchor": anchor0, "iou": zero, "l1": zero, "cls": zero}
         if sel.numel():
             b = gt_image[sel]
             cx, cy = gt_cxcywh[sel, 0], gt_cxcywh[sel, 1]

@@ -12,8 +12,9 @@ from study.errors import ConfigError
 LR_SCHEDULES = ("official", "paper", "step")
 
 
-def lr_at(sched: Mapping[str, Any], base_lr: float, epochs: int, epoch: int, it: int,
-          iters_per_epoch: int) -> float:
+def lr_at(
+    sched: Mapping[str, Any], base_lr: float, epochs: int, epoch: int, it: int, iters_per_epoch: int
+) -> float:
     """Learning rate at iteration ``it`` (0-based, within the epoch) of ``epoch`` (0-based).
 
     - ``official``: burn-in ``base * progress**warmup_power`` over ``warmup_epochs``, flat until
@@ -28,7 +29,9 @@ def lr_at(sched: Mapping[str, Any], base_lr: float, epochs: int, epoch: int, it:
     min_lr = float(sched["min_lr"])
     progress = epoch + it / max(1, iters_per_epoch)  # epochs done, fractional
     if name not in LR_SCHEDULES:
-        raise ConfigError(f"train.lr_schedule.name: unknown {name!r}; valid: {', '.join(LR_SCHEDULES)}")
+        raise ConfigError(
+            f"train.lr_schedule.name: unknown {name!r}; valid: {', '.join(LR_SCHEDULES)}"
+        )
     if progress < warm:
         power = 1.0 if name == "paper" else float(sched["warmup_power"])
         return base_lr * (progress / warm) ** power
@@ -53,8 +56,9 @@ def multiscale_sizes(ms: Mapping[str, Any]) -> list[int]:
     return sizes
 
 
-def input_size_at(ms: Mapping[str, Any], img_size: int, epochs: int, epoch: int,
-                  global_iter: int, seed: int) -> int:
+def input_size_at(
+    ms: Mapping[str, Any], img_size: int, epochs: int, epoch: int, global_iter: int, seed: int
+) -> int:
     """Square training size for this iteration; the same on every process (seeded by the step).
 
     A new size is drawn every ``every`` iterations (official: 32 * randint(10, 19) = 320..608);

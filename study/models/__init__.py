@@ -5,5 +5,12 @@ from study.models.detector import Detector
 from study.models.outputs import LevelOutput
 from study.models.zoo import VARIANTS, available, build_model, model_spec, register_variant
 
-__all__ = ["Detector", "LevelOutput", "VARIANTS", "available", "build_model", "model_spec",
-           "register_variant"]
+__all__ = [
+    "Detector",
+    "LevelOutput",
+    "VARIANTS",
+    "available",
+    "build_model",
+    "model_spec",
+    "register_variant",
+]

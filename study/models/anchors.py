@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 YOLOV3_ANCHORS: tuple[tuple[int, int], ...] = (
-    (10, 13), (16, 30), (33, 23),
-    (30, 61), (62, 45), (42, 119),
-    (116, 90), (156, 198), (373, 326),
+    (10, 13),
+    (16, 30),
+    (33, 23),
+    (30, 61),
+    (62, 45),
+    (42, 119),
+    (116, 90),
+    (156, 198),
+    (373, 326),
 )
 # The official ASFF code's last anchor is (121, 240); its README says the released Darknet
 # models were trained with it, so importing official weights uses this set.

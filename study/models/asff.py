@@ -29,8 +29,9 @@ from study.models.fusion import FUSIONS
 class ASFFLevel(nn.Module):
     """Fuses three levels (ordered stride 32, 16, 8) into output ``level``."""
 
-    def __init__(self, level: int, in_channels: tuple[int, int, int], out_ch: int,
-                 compress_c: int = 16) -> None:
+    def __init__(
+        self, level: int, in_channels: tuple[int, int, int], out_ch: int, compress_c: int = 16
+    ) -> None:
         super().__init__()
         self.level = level
         inter = in_channels[level]  # every level is brought to this level's channels
@@ -41,7 +42,7 @@ class ASFFLevel(nn.Module):
         elif level == 1:  # from stride 32: 1x1 + nearest x2; from stride 8: 3x3 s2
             self.compress_level_0 = conv_bn_act(c0, inter, 1)
             self.stride_level_2 = conv_bn_act(c2, inter, 3, 2)
-        else:  # from stride 32: 1x1 + nearest x4; from stride 16: nearest x2 (1x1 if channels differ)
+        else:  # from stride 32: 1x1 + nearest x4; from 16: nearest x2 (1x1 if channels differ)
             self.compress_level_0 = conv_bn_act(c0, inter, 1)
             if c1 != inter:
                 self.compress_level_1 = conv_bn_act(c1, inter, 1)
@@ -65,8 +66,11 @@ class ASFFLevel(nn.Module):
 
     def forward(self, x0: Tensor, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
         r0, r1, r2 = self.resize(x0, x1, x2)
-        logits = self.weight_levels(torch.cat(
-            [self.weight_level_0(r0), self.weight_level_1(r1), self.weight_level_2(r2)], 1))
+        logits = self.weight_levels(
+            torch.cat(
+                [self.weight_level_0(r0), self.weight_level_1(r1), self.weight_level_2(r2)], 1
+            )
+        )
         w = F.softmax(logits, dim=1)  # (B, 3, H, W): alpha, beta, gamma
         fused = r0 * w[:, 0:1] + r1 * w[:, 1:2] + r2 * w[:, 2:3]
         return self.expand(fused), w
@@ -75,8 +79,12 @@ class ASFFLevel(nn.Module):
 class ASFF(nn.Module):
     """One ASFFLevel per output level; can return the weight maps for figures and analysis."""
 
-    def __init__(self, in_channels: tuple[int, int, int], out_channels: tuple[int, int, int],
-                 compress_c: int = 16) -> None:
+    def __init__(
+        self,
+        in_channels: tuple[int, int, int],
+        out_channels: tuple[int, int, int],
+        compress_c: int = 16,
+    ) -> None:
         super().__init__()
         self.levels = nn.ModuleList(
             ASFFLevel(lvl, in_channels, out_channels[lvl], compress_c) for lvl in range(3)
@@ -88,7 +96,11 @@ class ASFF(nn.Module):
 
 
 @FUSIONS.register("asff")
-def asff(in_channels: tuple[int, int, int], out_channels: tuple[int, int, int],
-         rfb: bool = False, **_: object) -> ASFF:
+def asff(
+    in_channels: tuple[int, int, int],
+    out_channels: tuple[int, int, int],
+    rfb: bool = False,
+    **_: object,
+) -> ASFF:
     # The official code halves the compression width when RFB is on, to save memory.
     return ASFF(in_channels, out_channels, compress_c=8 if rfb else 16)

@@ -12,11 +12,18 @@ from study.models.outputs import LevelOutput
 
 
 class Detector(nn.Module):
-    """Returns one ``LevelOutput`` per level (stride 32, 16, 8); ``decode`` turns them into boxes."""
+    """One ``LevelOutput`` per level (stride 32, 16, 8); ``decode`` turns them into boxes."""
 
-    def __init__(self, backbone: nn.Module, neck: nn.Module, fusion: nn.Module,
-                 heads: Sequence[nn.Module], anchors: Sequence[tuple[float, float]],
-                 num_classes: int, spec: dict | None = None) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        fusion: nn.Module,
+        heads: Sequence[nn.Module],
+        anchors: Sequence[tuple[float, float]],
+        num_classes: int,
+        spec: dict | None = None,
+    ) -> None:
         super().__init__()
         self.backbone, self.neck, self.fusion = backbone, neck, fusion
         self.heads = nn.ModuleList(heads)
@@ -50,7 +57,9 @@ class Detector(nn.Module):
             b, a, h, w, n = raw.shape
             ys, xs = torch.meshgrid(
                 torch.arange(h, device=raw.device, dtype=raw.dtype),
-                torch.arange(w, device=raw.device, dtype=raw.dtype), indexing="ij")
+                torch.arange(w, device=raw.device, dtype=raw.dtype),
+                indexing="ij",
+            )
             cx = (raw[..., 0].sigmoid() + xs) * out.stride
             cy = (raw[..., 1].sigmoid() + ys) * out.stride
             wh = raw[..., 2:4].exp() * out.anchor_wh.float()

@@ -21,7 +21,9 @@ class NoFusion(nn.Module):
     Level 2 needs no conv (the neck's last layer already is the official 3x3 before the head).
     """
 
-    def __init__(self, in_channels: tuple[int, ...], out_channels: tuple[int, ...], **_: object) -> None:
+    def __init__(
+        self, in_channels: tuple[int, ...], out_channels: tuple[int, ...], **_: object
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
             conv_bn_act(i, o, 3) if i != o else nn.Identity()
@@ -34,5 +36,7 @@ class NoFusion(nn.Module):
 
 
 @FUSIONS.register("none")
-def no_fusion(in_channels: tuple[int, ...], out_channels: tuple[int, ...], **kw: object) -> NoFusion:
+def no_fusion(
+    in_channels: tuple[int, ...], out_channels: tuple[int, ...], **kw: object
+) -> NoFusion:
     return NoFusion(in_channels, out_channels, **kw)

@@ -26,11 +26,19 @@ class YOLOv3Head(nn.Module):
 
     anchor_free = False
 
-    def __init__(self, in_ch: int, num_classes: int, anchors: Sequence[tuple[float, float]],
-                 stride: int, **_: object) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        num_classes: int,
+        anchors: Sequence[tuple[float, float]],
+        stride: int,
+        **_: object,
+    ) -> None:
         super().__init__()
         self.num_classes, self.stride = num_classes, stride
-        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "anchors", torch.tensor(anchors, dtype=torch.float32), persistent=False
+        )
         self.conv = nn.Conv2d(in_ch, len(anchors) * (5 + num_classes), 1)
 
     def forward(self, x: Tensor) -> LevelOutput:
@@ -67,8 +75,15 @@ class GuidedAnchorHead(nn.Module):
 
     anchor_free = True
 
-    def __init__(self, in_ch: int, num_classes: int, anchors: Sequence[tuple[float, float]],
-                 stride: int, rfb: bool = False, **_: object) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        num_classes: int,
+        anchors: Sequence[tuple[float, float]],
+        stride: int,
+        rfb: bool = False,
+        **_: object,
+    ) -> None:
         super().__init__()
         self.num_classes, self.stride = num_classes, stride
         self.n_slots = len(anchors) + 1

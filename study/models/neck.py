@@ -21,8 +21,9 @@ class YOLOv3Neck(nn.Module):
     The three ``dropblocks`` sit where the official ASFF* schedule resets them.
     """
 
-    def __init__(self, in_channels: tuple[int, int, int], width: float = 1.0,
-                 spp: bool = True) -> None:
+    def __init__(
+        self, in_channels: tuple[int, int, int], width: float = 1.0, spp: bool = True
+    ) -> None:
         super().__init__()
         c3, c4, c5 = in_channels
         w = lambda c: scaled(c, width)  # noqa: E731
@@ -34,14 +35,22 @@ class YOLOv3Neck(nn.Module):
         self.level0_out = conv_bn_act(w(1024), w(512), 1)
 
         self.lateral1 = conv_bn_act(w(512), w(256), 1)
-        self.level1 = nn.Sequential(conv_bn_act(w(256) + c4, w(256), 1), conv_bn_act(w(256), w(512), 3))
-        self.level1_out = nn.Sequential(ResBlocks(w(512), 1, shortcut=False),
-                                        conv_bn_act(w(512), w(256), 1))
+        self.level1 = nn.Sequential(
+            conv_bn_act(w(256) + c4, w(256), 1), conv_bn_act(w(256), w(512), 3)
+        )
+        self.level1_out = nn.Sequential(
+            ResBlocks(w(512), 1, shortcut=False), conv_bn_act(w(512), w(256), 1)
+        )
 
         self.lateral2 = conv_bn_act(w(256), w(128), 1)
-        self.level2 = nn.Sequential(conv_bn_act(w(128) + c3, w(128), 1), conv_bn_act(w(128), w(256), 3))
-        self.level2_out = nn.Sequential(ResBlocks(w(256), 1, shortcut=False),
-                                        conv_bn_act(w(256), w(128), 1), conv_bn_act(w(128), w(256), 3))
+        self.level2 = nn.Sequential(
+            conv_bn_act(w(128) + c3, w(128), 1), conv_bn_act(w(128), w(256), 3)
+        )
+        self.level2_out = nn.Sequential(
+            ResBlocks(w(256), 1, shortcut=False),
+            conv_bn_act(w(256), w(128), 1),
+            conv_bn_act(w(128), w(256), 3),
+        )
         self.dropblocks = nn.ModuleList(ScheduledDropBlock() for _ in range(3))
         self.out_channels = (w(512), w(256), w(256))
 
@@ -55,5 +64,7 @@ class YOLOv3Neck(nn.Module):
 
 
 @NECKS.register("yolov3")
-def yolov3_neck(in_channels: tuple[int, int, int], width: float = 1.0, spp: bool = True) -> YOLOv3Neck:
+def yolov3_neck(
+    in_channels: tuple[int, int, int], width: float = 1.0, spp: bool = True
+) -> YOLOv3Neck:
     return YOLOv3Neck(in_channels, width, spp)

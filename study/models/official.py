@@ -147,10 +147,16 @@ _SHOW = 20  # keys listed per problem group in error messages
 
 def _table(model_name: str) -> dict[str, str]:
     if model_name not in PREFIX_TABLES:
-        hint = (" (the official code releases no original-YOLOv3 checkpoint; its backbone can "
-                f"load {BACKBONE_NAME!r})" if model_name == "yolov3-original" else "")
-        raise CheckpointError(f"no official checkpoint format for model {model_name!r}{hint}; "
-                              f"known: {', '.join(PREFIX_TABLES)}")
+        hint = (
+            " (the official code releases no original-YOLOv3 checkpoint; its backbone can "
+            f"load {BACKBONE_NAME!r})"
+            if model_name == "yolov3-original"
+            else ""
+        )
+        raise CheckpointError(
+            f"no official checkpoint format for model {model_name!r}{hint}; "
+            f"known: {', '.join(PREFIX_TABLES)}"
+        )
     return PREFIX_TABLES[model_name]
 
 
@@ -190,8 +196,9 @@ def official_state_dict_to_ours(state: Mapping[str, Any], model_name: str) -> di
     mapped, _, unmapped = _map_keys(_strip_module(state), _table(model_name))
     unmapped.sort(key=_natural)
     if unmapped:
-        raise CheckpointError(f"keys not in the official {model_name!r} layout "
-                              + _listing(unmapped))
+        raise CheckpointError(
+            f"keys not in the official {model_name!r} layout " + _listing(unmapped)
+        )
     return mapped
 
 
@@ -213,8 +220,9 @@ def export_official(model: nn.Module, model_name: str) -> dict[str, Tensor]:
             continue
         out[new] = value.detach().clone()
     if unmapped:
-        raise CheckpointError(f"model keys with no official name for {model_name!r} "
-                              + _listing(unmapped))
+        raise CheckpointError(
+            f"model keys with no official name for {model_name!r} " + _listing(unmapped)
+        )
     return out
 
 
@@ -225,8 +233,11 @@ def guess_official_layout(state: Mapping[str, Any]) -> str | None:
         return "asff-star" if any(".Feature_adaption.rfb." in k for k in keys) else "asff"
     if any(k.startswith("module_list.37.") for k in keys):
         return "baseline"
-    indices = {int(k.split(".")[1]) for k in keys
-               if k.startswith("module_list.") and k.split(".")[1].isdigit()}
+    indices = {
+        int(k.split(".")[1])
+        for k in keys
+        if k.startswith("module_list.") and k.split(".")[1].isdigit()
+    }
     if indices and max(indices) <= 10:
         return BACKBONE_NAME
     return None
@@ -236,9 +247,10 @@ def guess_official_layout(state: Mapping[str, Any]) -> str | None:
 # Reading files
 # ---------------------------------------------------------------------------------------------
 
+
 def _strip_module(state: Mapping[str, Any]) -> dict[str, Any]:
     """Drop DataParallel/DDP's ``module.`` prefix (no official key starts with it)."""
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
 def _unwrap(obj: Any, source: str) -> dict[str, Tensor]:
@@ -255,17 +267,20 @@ def _unwrap(obj: Any, source: str) -> dict[str, Tensor]:
                     obj = inner
                     break
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source}: expected a state_dict (a mapping of tensors), "
-                              f"got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a state_dict (a mapping of tensors), got {type(obj).__name__}"
+        )
     bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise CheckpointError(f"{source}: not a state_dict, entries that are not tensors "
-                              + _listing(bad))
+        raise CheckpointError(
+            f"{source}: not a state_dict, entries that are not tensors " + _listing(bad)
+        )
     return _strip_module(obj)
 
 
-def read_checkpoint(path_or_state: str | os.PathLike | Mapping[str, Any],
-                    trust: bool = False) -> tuple[dict[str, Tensor], str]:
+def read_checkpoint(
+    path_or_state: str | os.PathLike | Mapping[str, Any], trust: bool = False
+) -> tuple[dict[str, Tensor], str]:
     """Load a checkpoint file (or take a state dict) -> (flat state_dict, description).
 
     Files are read with ``torch.load(weights_only=True)``, which unpickles tensors and plain
@@ -289,14 +304,19 @@ def read_checkpoint(path_or_state: str | os.PathLike | Mapping[str, Any],
                 raise CheckpointError(
                     f"{source}: holds pickled objects besides tensors, refused by "
                     f"torch.load(weights_only=True) ({detail.strip()}); if you trust the file, "
-                    "load it with trust=True (this unpickles arbitrary code)") from None
+                    "load it with trust=True (this unpickles arbitrary code)"
+                ) from None
             obj = _load_trusted(path, source)
         else:
-            raise CheckpointError(f"{source}: not a readable PyTorch checkpoint "
-                                  f"(corrupt or not a torch file: {_short(exc)})") from None
+            raise CheckpointError(
+                f"{source}: not a readable PyTorch checkpoint "
+                f"(corrupt or not a torch file: {_short(exc)})"
+            ) from None
     except Exception as exc:  # noqa: BLE001  truncated zip, EOF, wrong format ...
-        raise CheckpointError(f"{source}: not a readable PyTorch checkpoint "
-                              f"(truncated, corrupt or not a torch file: {_short(exc)})") from None
+        raise CheckpointError(
+            f"{source}: not a readable PyTorch checkpoint "
+            f"(truncated, corrupt or not a torch file: {_short(exc)})"
+        ) from None
     return _unwrap(obj, source), source
 
 
@@ -305,7 +325,8 @@ def _load_trusted(path: Path, source: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(
-            f"{source}: not a readable PyTorch checkpoint ({_short(exc)})") from None
+            f"{source}: not a readable PyTorch checkpoint ({_short(exc)})"
+        ) from None
 
 
 def _short(exc: BaseException) -> str:
@@ -323,8 +344,14 @@ def _listing(keys: list[str], show: int = _SHOW) -> str:
 # Loading into a model
 # ---------------------------------------------------------------------------------------------
 
-def load_official(model: nn.Module, path_or_state: str | os.PathLike | Mapping[str, Any],
-                  model_name: str, backbone_only: bool = False, trust: bool = False) -> dict:
+
+def load_official(
+    model: nn.Module,
+    path_or_state: str | os.PathLike | Mapping[str, Any],
+    model_name: str,
+    backbone_only: bool = False,
+    trust: bool = False,
+) -> dict:
     """Load an official ASFF checkpoint into our ``model``; returns a report dict.
 
     ``model_name`` names the checkpoint's official layout: ``baseline``, ``asff``,
@@ -364,8 +391,10 @@ def load_official(model: nn.Module, path_or_state: str | os.PathLike | Mapping[s
         inverse_bb = {v: k for k, v in _BACKBONE.items()}
         target = {k: v for k, v in target.items() if _rename(k, inverse_bb) is not None}
         if not target:
-            raise CheckpointError(f"model {type(model).__name__} has no Darknet-53 backbone "
-                                  "(no 'backbone.*' keys) to load official weights into")
+            raise CheckpointError(
+                f"model {type(model).__name__} has no Darknet-53 backbone "
+                "(no 'backbone.*' keys) to load official weights into"
+            )
 
     inverse = {ours: official for official, ours in table.items()}
 
@@ -391,31 +420,45 @@ def load_official(model: nn.Module, path_or_state: str | os.PathLike | Mapping[s
         keys = sorted((f"{official_name(k)} (ours: {k})" for k in missing), key=_natural)
         problems.append("missing keys (in the model, not in the checkpoint) " + _listing(keys))
     if wrong:
-        rows = sorted((f"{origin[k]} (ours: {k}): checkpoint {tuple(mapped[k].shape)} vs "
-                       f"model {tuple(target[k].shape)}" for k in wrong), key=_natural)
+        rows = sorted(
+            (
+                f"{origin[k]} (ours: {k}): checkpoint {tuple(mapped[k].shape)} vs "
+                f"model {tuple(target[k].shape)}"
+                for k in wrong
+            ),
+            key=_natural,
+        )
         problems.append("wrong shapes " + _listing(rows))
     if problems:
         part = " (backbone only)" if backbone_only else ""
         guess = guess_official_layout(state)
-        hint = (f" (its keys look like an official {guess!r} checkpoint)"
-                if guess not in (None, model_name) and not backbone_only else "")
+        hint = (
+            f" (its keys look like an official {guess!r} checkpoint)"
+            if guess not in (None, model_name) and not backbone_only
+            else ""
+        )
         raise CheckpointError(
             f"checkpoint {source} does not fit the official {model_name!r} layout{part}{hint}; "
-            "nothing was loaded:\n  " + "\n  ".join(problems))
+            "nothing was loaded:\n  " + "\n  ".join(problems)
+        )
 
-    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in mapped.values()
-                     if v.is_floating_point()})
+    dtypes = sorted(
+        {str(v.dtype).replace("torch.", "") for v in mapped.values() if v.is_floating_point()}
+    )
     result = model.load_state_dict(mapped, strict=not backbone_only)
     if backbone_only:  # the check above makes these empty; keep load_state_dict honest
         assert not result.unexpected_keys, result.unexpected_keys
 
     anchors = getattr(model, "anchors", None)
-    anchors_official = (anchors is not None and
-                        [tuple(map(float, a)) for a in anchors] ==
-                        [tuple(map(float, a)) for a in OFFICIAL_ANCHORS])
+    anchors_official = anchors is not None and [tuple(map(float, a)) for a in anchors] == [
+        tuple(map(float, a)) for a in OFFICIAL_ANCHORS
+    ]
     if not backbone_only and not anchors_official:
-        warnings.warn(f"loaded official {model_name!r} weights into a model whose anchors are not "
-                      "the official set; build it with anchors='official'", stacklevel=2)
+        warnings.warn(
+            f"loaded official {model_name!r} weights into a model whose anchors are not "
+            "the official set; build it with anchors='official'",
+            stacklevel=2,
+        )
     return {
         "source": source,
         "model_name": model_name,

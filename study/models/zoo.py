@@ -20,8 +20,15 @@ from study.models.neck import NECKS
 
 # Spec fields: backbone, neck (+ spp), fusion, head, rfb, width, depth, anchors.
 DEFAULT_SPEC: dict[str, Any] = {
-    "backbone": "darknet53", "neck": "yolov3", "spp": True, "fusion": "none", "head": "ga",
-    "rfb": False, "width": 1.0, "depth": 1.0, "anchors": "yolov3",
+    "backbone": "darknet53",
+    "neck": "yolov3",
+    "spp": True,
+    "fusion": "none",
+    "head": "ga",
+    "rfb": False,
+    "width": 1.0,
+    "depth": 1.0,
+    "anchors": "yolov3",
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -72,8 +79,13 @@ def build_model(name: str, num_classes: int = 80, **overrides: Any) -> nn.Module
     fusion = FUSIONS.get(spec["fusion"])(neck.out_channels, head_in, rfb=spec["rfb"])
     head_cls = HEADS.get(spec["head"])
     heads = [
-        head_cls(in_ch=head_in[lvl], num_classes=num_classes, stride=STRIDES[lvl],
-                 anchors=[anchors[i] for i in ANCHOR_MASKS[lvl]], rfb=spec["rfb"])
+        head_cls(
+            in_ch=head_in[lvl],
+            num_classes=num_classes,
+            stride=STRIDES[lvl],
+            anchors=[anchors[i] for i in ANCHOR_MASKS[lvl]],
+            rfb=spec["rfb"],
+        )
         for lvl in range(3)
     ]
     spec["num_classes"] = num_classes

@@ -48,9 +48,13 @@ def make_coco(tmp_path: Path) -> MakeCoco:
     ``bbox``. Returns the root; the split is ``val2017``.
     """
 
-    def build(images: dict[str, Any], anns: list[dict[str, Any]] | None = None,
-              sizes: dict[str, tuple[int, int]] | None = None,
-              categories: list[dict[str, Any]] | None = None, split: str = "val2017") -> Path:
+    def build(
+        images: dict[str, Any],
+        anns: list[dict[str, Any]] | None = None,
+        sizes: dict[str, tuple[int, int]] | None = None,
+        categories: list[dict[str, Any]] | None = None,
+        split: str = "val2017",
+    ) -> Path:
         root = tmp_path / "coco"
         entries = []
         for i, (name, content) in enumerate(images.items(), 1):
@@ -63,8 +67,11 @@ def make_coco(tmp_path: Path) -> MakeCoco:
                 w, h = (sizes or {}).get(name, (10, 10))
             else:
                 write_image(path, content)
-                w, h = (content.shape[1], content.shape[0]) if isinstance(content, np.ndarray) \
+                w, h = (
+                    (content.shape[1], content.shape[0])
+                    if isinstance(content, np.ndarray)
                     else content.size
+                )
                 w, h = (sizes or {}).get(name, (w, h))
             entries.append({"id": i, "file_name": name, "width": w, "height": h})
         ann_file = root / "annotations" / f"instances_{split}.json"

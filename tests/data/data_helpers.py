@@ -27,13 +27,19 @@ def category_list(n: int = 3) -> list[dict[str, Any]]:
     return [{"id": i, "name": f"c{i}"} for i in (1, 2, 5)[:n]]
 
 
-def coco_dict(images: list[dict[str, Any]], anns: list[dict[str, Any]],
-              categories: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def coco_dict(
+    images: list[dict[str, Any]],
+    anns: list[dict[str, Any]],
+    categories: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     out_anns = []
     for i, a in enumerate(anns, 1):
         a = {"id": i, "iscrowd": 0, "category_id": 1, **a}
         if len(a["bbox"]) == 4:
             a.setdefault("area", a["bbox"][2] * a["bbox"][3])
         out_anns.append(a)
-    return {"images": images, "annotations": out_anns,
-            "categories": categories if categories is not None else category_list()}
+    return {
+        "images": images,
+        "annotations": out_anns,
+        "categories": categories if categories is not None else category_list(),
+    }

@@ -64,8 +64,9 @@ def test_top_level_not_an_object(make_coco):
 
 
 def test_unknown_category_id(make_coco):
-    root = make_coco({"a.png": rgb(8, 8)},
-                     anns=[{"image_id": 1, "bbox": [1, 1, 4, 4], "category_id": 999}])
+    root = make_coco(
+        {"a.png": rgb(8, 8)}, anns=[{"image_id": 1, "bbox": [1, 1, 4, 4], "category_id": 999}]
+    )
     with pytest.raises(DataError, match=f"{ANN}: annotation 1 has unknown category id 999"):
         CocoDetection(root, "val2017")
 
@@ -114,9 +115,11 @@ def test_truncated_jpeg(make_coco):
 
 
 def test_non_positive_boxes_dropped_and_counted(make_coco, caplog):
-    anns = [{"image_id": 1, "bbox": [2, 2, 10, 10]},
-            {"image_id": 1, "bbox": [5, 5, 0, 10]},
-            {"image_id": 1, "bbox": [5, 5, 10, -3]}]
+    anns = [
+        {"image_id": 1, "bbox": [2, 2, 10, 10]},
+        {"image_id": 1, "bbox": [5, 5, 0, 10]},
+        {"image_id": 1, "bbox": [5, 5, 10, -3]},
+    ]
     root = make_coco({"a.png": rgb(40, 40)}, anns=anns)
     with caplog.at_level(logging.WARNING, logger="study.data.coco"):
         ds = CocoDetection(root, "val2017")
@@ -129,24 +132,32 @@ def test_non_positive_boxes_dropped_and_counted(make_coco, caplog):
 
 
 def test_boxes_outside_image_clipped_and_counted(make_coco, caplog):
-    anns = [{"image_id": 1, "bbox": [-5, 10, 20, 10]},   # left edge outside
-            {"image_id": 1, "bbox": [25, 30, 20, 20]},   # right/bottom outside
-            {"image_id": 1, "bbox": [50, 50, 5, 5]},     # entirely outside: empty after clip
-            {"image_id": 1, "bbox": [1, 1, 5, 5]}]       # inside
+    anns = [
+        {"image_id": 1, "bbox": [-5, 10, 20, 10]},  # left edge outside
+        {"image_id": 1, "bbox": [25, 30, 20, 20]},  # right/bottom outside
+        {"image_id": 1, "bbox": [50, 50, 5, 5]},  # entirely outside: empty after clip
+        {"image_id": 1, "bbox": [1, 1, 5, 5]},
+    ]  # inside
     root = make_coco({"a.png": rgb(40, 30)}, anns=anns)  # H=40, W=30
     with caplog.at_level(logging.WARNING, logger="study.data.coco"):
         ds = CocoDetection(root, "val2017")
     assert ds.box_stats["clipped"] == 3
     assert ds.box_stats["dropped_outside"] == 1 and ds.box_stats["kept"] == 3
-    assert ds[0][1]["boxes"].tolist() == [[0.0, 10.0, 15.0, 20.0], [25.0, 30.0, 30.0, 40.0],
-                                          [1.0, 1.0, 6.0, 6.0]]
+    assert ds[0][1]["boxes"].tolist() == [
+        [0.0, 10.0, 15.0, 20.0],
+        [25.0, 30.0, 30.0, 40.0],
+        [1.0, 1.0, 6.0, 6.0],
+    ]
     assert "3 boxes clipped" in caplog.text and ANN in caplog.text
 
 
 def test_json_size_disagrees_with_file(make_coco):
     # The JSON says 100x100, the file is 50 wide x 40 high: trust the file, clip to it.
-    root = make_coco({"a.png": rgb(40, 50)}, anns=[{"image_id": 1, "bbox": [30, 20, 40, 40]}],
-                     sizes={"a.png": (100, 100)})
+    root = make_coco(
+        {"a.png": rgb(40, 50)},
+        anns=[{"image_id": 1, "bbox": [30, 20, 40, 40]}],
+        sizes={"a.png": (100, 100)},
+    )
     image, target = CocoDetection(root, "val2017")[0]
     assert image.shape == (3, 40, 50)
     assert target["boxes"].tolist() == [[30.0, 20.0, 50.0, 40.0]]
@@ -160,16 +171,22 @@ def _palette_image() -> Image.Image:
     return img
 
 
-@pytest.mark.parametrize("name, make, expect", [
-    ("gray.png", lambda: Image.new("L", (6, 4), 77), (77, 77, 77)),
-    ("rgba.png", lambda: Image.new("RGBA", (6, 4), (10, 20, 30, 0)), (10, 20, 30)),
-    ("la.png", lambda: Image.new("LA", (6, 4), (50, 128)), (50, 50, 50)),
-    ("pal.png", _palette_image, (200, 10, 30)),
-    ("cmyk.jpg", lambda: Image.new("CMYK", (6, 4), (0, 0, 0, 0)), (255, 255, 255)),
-    ("bw.png", lambda: Image.new("1", (6, 4), 1), (255, 255, 255)),
-    ("gray16.png", lambda: Image.fromarray(np.full((4, 6), 257 * 100, np.uint16)),
-     (100, 100, 100)),
-])
+@pytest.mark.parametrize(
+    "name, make, expect",
+    [
+        ("gray.png", lambda: Image.new("L", (6, 4), 77), (77, 77, 77)),
+        ("rgba.png", lambda: Image.new("RGBA", (6, 4), (10, 20, 30, 0)), (10, 20, 30)),
+        ("la.png", lambda: Image.new("LA", (6, 4), (50, 128)), (50, 50, 50)),
+        ("pal.png", _palette_image, (200, 10, 30)),
+        ("cmyk.jpg", lambda: Image.new("CMYK", (6, 4), (0, 0, 0, 0)), (255, 255, 255)),
+        ("bw.png", lambda: Image.new("1", (6, 4), 1), (255, 255, 255)),
+        (
+            "gray16.png",
+            lambda: Image.fromarray(np.full((4, 6), 257 * 100, np.uint16)),
+            (100, 100, 100),
+        ),
+    ],
+)
 def test_other_image_modes_become_rgb(make_coco, name, make, expect):
     root = make_coco({name: make()})
     image, _ = CocoDetection(root, "val2017")[0]
@@ -178,6 +195,8 @@ def test_other_image_modes_become_rgb(make_coco, name, make, expect):
 
 
 def test_coco_dict_helper_is_valid_for_pycocotools():
-    d = coco_dict([{"id": 1, "file_name": "a.png", "width": 5, "height": 5}],
-                  [{"image_id": 1, "bbox": [0, 0, 2, 2]}])
+    d = coco_dict(
+        [{"id": 1, "file_name": "a.png", "width": 5, "height": 5}],
+        [{"image_id": 1, "bbox": [0, 0, 2, 2]}],
+    )
     assert d["annotations"][0]["area"] == 4 and d["annotations"][0]["id"] == 1

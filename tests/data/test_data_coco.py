@@ -39,8 +39,10 @@ def test_crowd_boxes_left_out_of_targets(coco_subset):
         _, target = ds[idx]
         non_crowd = [a for a in raw["annotations"] if a["image_id"] == img_id and not a["iscrowd"]]
         assert len(target["boxes"]) == len(non_crowd)
-        expected = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in
-                                 (a["bbox"] for a in non_crowd)], dtype=torch.float32)
+        expected = torch.tensor(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in non_crowd)],
+            dtype=torch.float32,
+        )
         assert torch.allclose(target["boxes"].as_subclass(torch.Tensor), expected)
     # The evaluator's COCO object keeps every annotation, crowd included.
     api = coco_api(coco_subset, "val2017")
@@ -64,8 +66,9 @@ def test_sample_format(coco_subset):
     assert target["image_id"] == ds.ids[0] == 139
     assert target["orig_size"] == (info["height"], info["width"])
     anns = [a for a in ds.coco.imgToAnns[139] if not a["iscrowd"]]
-    assert [ds.label_to_cat_id[int(lb)] for lb in target["labels"]] == \
-        [a["category_id"] for a in anns]
+    assert [ds.label_to_cat_id[int(lb)] for lb in target["labels"]] == [
+        a["category_id"] for a in anns
+    ]
 
 
 def test_max_images_keeps_first_sorted_ids(coco_subset):
@@ -76,8 +79,10 @@ def test_max_images_keeps_first_sorted_ids(coco_subset):
 
 
 def test_image_without_boxes_is_kept(make_coco):
-    root = make_coco({"a.png": rgb(20, 30), "b.png": rgb(16, 16)},
-                     anns=[{"image_id": 1, "bbox": [2, 3, 10, 5], "category_id": 5}])
+    root = make_coco(
+        {"a.png": rgb(20, 30), "b.png": rgb(16, 16)},
+        anns=[{"image_id": 1, "bbox": [2, 3, 10, 5], "category_id": 5}],
+    )
     ds = CocoDetection(root, "val2017")
     assert len(ds) == 2
     _, t_empty = ds[1]

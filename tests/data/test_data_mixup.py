@@ -28,9 +28,12 @@ class Constant(Dataset):
         h, w = self.SHAPES[i]
         img = tv_tensors.Image(torch.full((3, h, w), self.VALUES[i], dtype=torch.uint8))
         boxes = torch.tensor(self.BOXES[i], dtype=torch.float32).view(-1, 4)
-        return img, {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
-                     "labels": torch.full((len(boxes),), i, dtype=torch.int64),
-                     "image_id": 100 + i, "orig_size": (h, w)}
+        return img, {
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
+            "labels": torch.full((len(boxes),), i, dtype=torch.int64),
+            "image_id": 100 + i,
+            "orig_size": (h, w),
+        }
 
 
 def _mixed(seed=0, index=0, alpha=1.5):
@@ -51,9 +54,9 @@ def test_pixels_are_the_official_blend():
         both = math.floor(np.float32(a) * np.float32(lam) + np.float32(b) * np.float32(1 - lam))
         assert abs(int(image[0, 0, 0]) - both) <= 1
         assert int(image[0, 0, 0]) == pytest.approx(lam * a + (1 - lam) * b, abs=1.0)
-        if h2 > 20:                    # rows only the second image covers: (1 - lam) * b
+        if h2 > 20:  # rows only the second image covers: (1 - lam) * b
             assert abs(int(image[1, h - 1, 0]) - (1 - lam) * b) < 1
-        if h2 > 20 and w2 < 30:        # covered by neither image: zero, as in the official code
+        if h2 > 20 and w2 < 30:  # covered by neither image: zero, as in the official code
             assert int(image[2, h - 1, w - 1]) == 0
 
 
@@ -91,12 +94,12 @@ def test_seeded_runs_repeat_and_seeds_differ():
     a, b, c = _mixed(seed=11), _mixed(seed=11), _mixed(seed=12)
     assert torch.equal(a[0], b[0]) and a[1]["mixup"] == b[1]["mixup"]
     assert a[1]["mixup"]["lam"] != c[1]["mixup"]["lam"]
-    ds = MixupDataset(Constant())       # no generator: torch's global RNG
+    ds = MixupDataset(Constant())  # no generator: torch's global RNG
     torch.manual_seed(5)
     first = ds.mix(1)[1]["mixup"]
     torch.manual_seed(5)
     assert ds.mix(1)[1]["mixup"] == first
-    assert first["image_id2"] != 101    # never mixed with itself
+    assert first["image_id2"] != 101  # never mixed with itself
 
 
 def test_ratio_follows_beta_alpha():
@@ -108,10 +111,19 @@ def test_ratio_follows_beta_alpha():
 
 
 def test_mixup_then_train_transforms_carry_weights():
-    off = {"photometric": False, "expand": False, "crop": False, "flip": True, "affine": False,
-           "min_box_side": 0}
-    ds = MixupDataset(Constant(), transforms=build_train_transforms(off, 32),
-                      generator=torch.Generator().manual_seed(2))
+    off = {
+        "photometric": False,
+        "expand": False,
+        "crop": False,
+        "flip": True,
+        "affine": False,
+        "min_box_side": 0,
+    }
+    ds = MixupDataset(
+        Constant(),
+        transforms=build_train_transforms(off, 32),
+        generator=torch.Generator().manual_seed(2),
+    )
     image, target = ds[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
     lam = target["info"]["mixup"]["lam"]
@@ -122,13 +134,24 @@ def test_mixup_then_train_transforms_carry_weights():
 
 
 def test_dataloader_workers_reproducible():
-    off = {"photometric": False, "expand": False, "crop": False, "flip": True, "affine": False,
-           "min_box_side": 0}
+    off = {
+        "photometric": False,
+        "expand": False,
+        "crop": False,
+        "flip": True,
+        "affine": False,
+        "min_box_side": 0,
+    }
     ds = MixupDataset(Constant(), transforms=build_train_transforms(off, 32))
 
     def run():
-        loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(123))
+        loader = DataLoader(
+            ds,
+            batch_size=2,
+            num_workers=2,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(123),
+        )
         return [(t["info"]["mixup"]["lam"], t["boxes"].tolist()) for _, ts in loader for t in ts]
 
     first, second = run(), run()

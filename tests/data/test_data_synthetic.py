@@ -18,8 +18,11 @@ COCO_MIX = {"small": 0.41, "medium": 0.34, "large": 0.25}
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "stats.json"}
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "stats.json"
+    }
 
 
 def test_layout_and_determinism(tmp_path):
@@ -28,13 +31,15 @@ def test_layout_and_determinism(tmp_path):
     generate(tmp_path / "c", num_train=4, num_val=3, img_size=160, seed=4)
     fa, fb, fc = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
     assert sorted(fa) == [
-        "annotations/instances_train2017.json", "annotations/instances_val2017.json",
+        "annotations/instances_train2017.json",
+        "annotations/instances_val2017.json",
         *[f"train2017/{i:012d}.png" for i in (1, 2, 3, 4)],
-        *[f"val2017/{i:012d}.png" for i in (1_000_001, 1_000_002, 1_000_003)]]
-    assert fa == fb                      # byte-identical JSON and images
+        *[f"val2017/{i:012d}.png" for i in (1_000_001, 1_000_002, 1_000_003)],
+    ]
+    assert fa == fb  # byte-identical JSON and images
     assert sorted(fc) == sorted(fa)
     differing = [k for k in fa if fa[k] != fc[k]]
-    assert len(differing) == len(fa)     # another seed changes every file
+    assert len(differing) == len(fa)  # another seed changes every file
     stats = json.loads((tmp_path / "a" / "stats.json").read_text())
     assert stats["images"] == {"train2017": 4, "val2017": 3} == a["images"]
     assert stats["images_per_s"] > 0 and stats["params"]["seed"] == 3
@@ -70,7 +75,7 @@ def _all_annotations(root):
 def test_size_mix_near_coco(synthetic_root):
     root, stats = synthetic_root
     anns = _all_annotations(root)
-    assert len(anns) > 900                      # ~6 boxes per image on 200 images
+    assert len(anns) > 900  # ~6 boxes per image on 200 images
     counts = defaultdict(int)
     for a in anns:
         counts[size_bucket(a["area"])] += 1
@@ -92,13 +97,20 @@ def test_every_image_has_all_sizes_and_nesting(synthetic_root):
         for img in d["images"]:
             anns = by_image[img["id"]]
             assert {size_bucket(a["area"]) for a in anns} == {"small", "medium", "large"}
-            for a in anns:                               # every box lies inside the image
+            for a in anns:  # every box lies inside the image
                 x, y, w, h = a["bbox"]
                 assert x >= 0 and y >= 0 and x + w <= img["width"] and y + h <= img["height"]
             large = [a["bbox"] for a in anns if size_bucket(a["area"]) == "large"]
             small = [a["bbox"] for a in anns if size_bucket(a["area"]) == "small"]
-            nested = [s for s in small for g in large if s[0] >= g[0] and s[1] >= g[1]
-                      and s[0] + s[2] <= g[0] + g[2] and s[1] + s[3] <= g[1] + g[3]]
+            nested = [
+                s
+                for s in small
+                for g in large
+                if s[0] >= g[0]
+                and s[1] >= g[1]
+                and s[0] + s[2] <= g[0] + g[2]
+                and s[1] + s[3] <= g[1] + g[3]
+            ]
             assert nested, f"image {img['id']}: no small box inside a large box"
 
 
@@ -135,8 +147,15 @@ def test_loads_in_dataset_and_cocoeval_perfect_detections(synthetic_root):
     image, _ = ds[0]
     assert image.shape == (3, 256, 256)
     gt = coco_api(root, "val2017")
-    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
-             "score": 1.0} for a in gt.dataset["annotations"]]
+    dets = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
+        for a in gt.dataset["annotations"]
+    ]
     with contextlib.redirect_stdout(io.StringIO()):
         res = gt.loadRes(dets)
         ev = COCOeval(gt, res, "bbox")

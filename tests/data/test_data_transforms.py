@@ -18,22 +18,30 @@ from study.data import (
 )
 from study.errors import ConfigError
 
-OFF = {"photometric": False, "expand": False, "crop": False, "flip": False, "affine": False,
-       "min_box_side": 0}
+OFF = {
+    "photometric": False,
+    "expand": False,
+    "crop": False,
+    "flip": False,
+    "affine": False,
+    "min_box_side": 0,
+}
 
 
-def sample(h=100, w=200, boxes=((20, 10, 60, 50),), colour=(255, 0, 128), image_id=7,
-           seed=None):
+def sample(h=100, w=200, boxes=((20, 10, 60, 50),), colour=(255, 0, 128), image_id=7, seed=None):
     if seed is None:
         img = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1).expand(3, h, w).clone()
     else:
         g = torch.Generator().manual_seed(seed)
         img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
     target = {
-        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32).view(-1, 4),
-                                          format="XYXY", canvas_size=(h, w)),
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor(boxes, dtype=torch.float32).view(-1, 4), format="XYXY", canvas_size=(h, w)
+        ),
         "labels": torch.arange(len(boxes), dtype=torch.int64),
-        "image_id": image_id, "orig_size": (h, w)}
+        "image_id": image_id,
+        "orig_size": (h, w),
+    }
     return tv_tensors.Image(img), target
 
 
@@ -64,16 +72,19 @@ def test_letterbox_keeps_aspect_pads_with_mean_and_maps_back():
 
 
 def test_letterbox_tall_image_pads_columns():
-    _, target = build_eval_transforms(50, "letterbox")(*sample(h=200, w=100,
-                                                               boxes=((0, 0, 100, 200),)))
+    _, target = build_eval_transforms(50, "letterbox")(
+        *sample(h=200, w=100, boxes=((0, 0, 100, 200),))
+    )
     assert target["info"]["pad"] == (12.0, 0.0)
     assert target["boxes"].flatten().tolist() == pytest.approx([12.0, 0.0, 37.0, 50.0])
 
 
 def test_normalisation_values():
     image, _ = build_eval_transforms(32)(*sample(colour=(255, 0, 128)))
-    expected = [(v - m) / s for v, m, s in
-                zip((1.0, 0.0, 128 / 255), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    expected = [
+        (v - m) / s
+        for v, m, s in zip((1.0, 0.0, 128 / 255), IMAGENET_MEAN, IMAGENET_STD, strict=True)
+    ]
     assert expected[0] == pytest.approx(2.2489, abs=1e-4)
     assert image[:, 5, 5].tolist() == pytest.approx(expected, abs=1e-5)
     assert image.std(dim=(1, 2)).max() < 1e-5
@@ -110,7 +121,8 @@ def test_min_box_side_drops_thin_boxes():
 def test_all_boxes_lost_falls_back_to_plain_resize():
     # official behaviour: if filtering removes every box, the unaugmented image is used
     _, t = build_train_transforms({**OFF, "min_box_side": 50}, 100)(
-        *sample(100, 100, ((10, 10, 40, 40),)))
+        *sample(100, 100, ((10, 10, 40, 40),))
+    )
     assert t["boxes"].tolist() == [[10.0, 10.0, 40.0, 40.0]]
 
 
@@ -137,7 +149,7 @@ def test_photometric_changes_pixels_not_boxes():
 def test_expand_shrinks_boxes_in_some_samples():
     outs = _run({"expand": True}, h=100, w=100, boxes=((20, 20, 80, 80),))
     areas = [float((t["boxes"][0, 2:] - t["boxes"][0, :2]).prod()) for _, t in outs]
-    assert sum(a < 3600 * 0.9 for a in areas) >= 4          # zoomed out
+    assert sum(a < 3600 * 0.9 for a in areas) >= 4  # zoomed out
     assert sum(a == pytest.approx(3600) for a in areas) >= 4  # p = 0.5: sometimes untouched
 
 
@@ -161,10 +173,17 @@ def test_affine_moves_boxes_in_some_samples():
 
 
 def test_all_augmentations_together_on_real_images(coco_subset):
-    cfg = {"photometric": True, "expand": True, "crop": True, "flip": True, "affine": True,
-           "min_box_side": 6}
-    ds = CocoDetection(coco_subset, "val2017", max_images=4,
-                       transforms=build_train_transforms(cfg, 96))
+    cfg = {
+        "photometric": True,
+        "expand": True,
+        "crop": True,
+        "flip": True,
+        "affine": True,
+        "min_box_side": 6,
+    }
+    ds = CocoDetection(
+        coco_subset, "val2017", max_images=4, transforms=build_train_transforms(cfg, 96)
+    )
     torch.manual_seed(0)
     loader = DataLoader(ds, batch_size=4, collate_fn=collate)
     images, targets = next(iter(loader))

@@ -37,6 +37,7 @@ OFFICIAL = ("baseline", "asff", "asff-star")
 # regenerating them from the official code.
 # ---------------------------------------------------------------------------------------------
 
+
 def seeded_official_state(keys_shapes: list, seed: int = 0, gain: float = 1.1) -> dict:
     """Deterministic weights for an official ``state_dict`` from its key/shape list.
 
@@ -81,6 +82,7 @@ def reference(name: str) -> dict:
 # Equivalence with the official models
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", OFFICIAL)
 def test_matches_official_model_output(name: str) -> None:
@@ -91,8 +93,10 @@ def test_matches_official_model_output(name: str) -> None:
     report = load_official(model, seeded_official_state(keys, seed=0, gain=1.1), name)
     assert report["loaded"] == len(keys) and report["anchors_official"]
     assert report["parameters"] == sum(p.numel() for p in model.parameters())
-    assert report["parameters"] == {"baseline": 75_554_428, "asff": 79_409_493,
-                                    "asff-star": 86_011_821}[name]
+    assert (
+        report["parameters"]
+        == {"baseline": 75_554_428, "asff": 79_409_493, "asff-star": 86_011_821}[name]
+    )
 
     with torch.no_grad():
         out = model.decode(model(reference_input(ref["input"]["size"], ref["input"]["seed"])))[0]
@@ -103,7 +107,8 @@ def test_matches_official_model_output(name: str) -> None:
     # Per column: cx, cy up to 320, w, h up to ~1e3, probabilities in (0, 1).
     scale = rows.abs().amax(dim=0).clamp_min(1.0)
     assert ((got - rows).abs() <= 1e-3 * rows.abs() + 1e-4 * scale).all(), (
-        f"{name}: max abs diff {(got - rows).abs().max().item():.3g}")
+        f"{name}: max abs diff {(got - rows).abs().max().item():.3g}"
+    )
     sums = torch.tensor(ref["column_sums"], dtype=torch.float64)
     torch.testing.assert_close(out.sum(dim=0), sums, rtol=1e-3, atol=1e-3)
 
@@ -111,6 +116,7 @@ def test_matches_official_model_output(name: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Mapping, export and round trip (small models: the key names do not depend on the width)
 # ---------------------------------------------------------------------------------------------
+
 
 def small(name: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
@@ -149,8 +155,11 @@ def test_mapping_function_renames_to_our_keys() -> None:
     assert "heads.0.feature_adaption.dconv.weight" in mapped
     assert "fusion.levels.2.weight_levels.bias" in mapped
     assert "backbone.stages.4.1.module_list.3.1.batch_norm.running_var" in mapped
-    with pytest.raises(CheckpointError, match=r"not in the official 'baseline' layout \[210\]: "
-                       r"level_0_fusion\.expand"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"not in the official 'baseline' layout \[210\]: "
+        r"level_0_fusion\.expand",
+    ):
         official_state_dict_to_ours(export_official(model, "asff-star"), "baseline")
     with pytest.raises(CheckpointError, match="yolov3-original"):
         official_state_dict_to_ours({}, "yolov3-original")
@@ -174,8 +183,10 @@ def test_wrappers_and_module_prefix_are_accepted(tmp_path: Path) -> None:
 
 def test_half_precision_checkpoint_is_cast() -> None:
     src, dst = small("asff", 0), small("asff", 1)
-    state = {k: (v.half() if v.is_floating_point() else v)
-             for k, v in export_official(src, "asff").items()}
+    state = {
+        k: (v.half() if v.is_floating_point() else v)
+        for k, v in export_official(src, "asff").items()
+    }
     report = load_official(dst, state, "asff")
     assert report["dtypes"] == ["float16"]
     assert dst.state_dict()["heads.1.guide_wh.weight"].dtype == torch.float32
@@ -183,8 +194,11 @@ def test_half_precision_checkpoint_is_cast() -> None:
 
 def test_missing_num_batches_tracked_is_filled() -> None:
     src, dst = small("baseline", 0), small("baseline", 1)
-    state = {k: v for k, v in export_official(src, "baseline").items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v
+        for k, v in export_official(src, "baseline").items()
+        if not k.endswith("num_batches_tracked")
+    }
     report = load_official(dst, state, "baseline")
     assert "module_list.0.batch_norm.num_batches_tracked" in report["filled"]
     assert report["loaded"] == len(state)
@@ -202,6 +216,7 @@ def test_anchors_are_not_changed_and_a_non_official_set_warns() -> None:
 # ---------------------------------------------------------------------------------------------
 # Broken checkpoints: one CheckpointError naming every problem, and nothing loaded
 # ---------------------------------------------------------------------------------------------
+
 
 def _assert_untouched(model: torch.nn.Module, before: dict) -> None:
     for key, value in model.state_dict().items():
@@ -288,8 +303,9 @@ class _NotATensor:  # pickled by reference: weights_only=True refuses it
 
 def test_pickled_objects_are_refused_unless_trusted(tmp_path: Path) -> None:
     path = tmp_path / "pickled.pth"
-    torch.save({"model": export_official(small("baseline"), "baseline"), "extra": _NotATensor()},
-               path)
+    torch.save(
+        {"model": export_official(small("baseline"), "baseline"), "extra": _NotATensor()}, path
+    )
     with pytest.raises(CheckpointError, match="trust=True") as info:
         read_checkpoint(path)
     assert str(path) in str(info.value)
@@ -303,6 +319,7 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path: Path) -> None:
 # The pretrained backbone (darknet53_feature_mx) and backbone-only imports
 # ---------------------------------------------------------------------------------------------
 
+
 def _backbone_keys(state: dict) -> dict:
     return {k: v for k, v in state.items() if int(k.split(".")[1]) <= 10}
 
@@ -312,8 +329,9 @@ def test_backbone_checkpoint_loads_only_darknet53(target: str) -> None:
     src = small("baseline", 0)
     backbone = _backbone_keys(export_official(src, "baseline"))
     assert sorted(backbone) == sorted(export_official(src, BACKBONE_NAME))
-    assert sorted(backbone) == sorted(k for k, _ in official_keys("baseline")
-                                      if int(k.split(".")[1]) <= 10)
+    assert sorted(backbone) == sorted(
+        k for k, _ in official_keys("baseline") if int(k.split(".")[1]) <= 10
+    )
     dst = small(target, 1)
     before = {k: v.clone() for k, v in dst.state_dict().items()}
     report = load_official(dst, backbone, BACKBONE_NAME)
@@ -330,14 +348,20 @@ def test_backbone_only_from_a_full_checkpoint_ignores_the_rest() -> None:
     before = {k: v.clone() for k, v in dst.state_dict().items()}
     report = load_official(dst, export_official(src, "asff"), "asff", backbone_only=True)
     assert "level_0_fusion.weight_levels.weight" in report["ignored"]
-    assert all(k.startswith(("level_", "module_list.1", "module_list.2", "module_list.3"))
-               for k in report["ignored"])
+    assert all(
+        k.startswith(("level_", "module_list.1", "module_list.2", "module_list.3"))
+        for k in report["ignored"]
+    )
     for key, value in dst.state_dict().items():
         expected = src.state_dict()[key] if key.startswith("backbone.") else before[key]
         assert torch.equal(value, expected), key
     # the CLI passes our variant name: yolov3-original takes the backbone too
-    report = load_official(small("yolov3-original"), export_official(src, "asff"),
-                           "yolov3-original", backbone_only=True)
+    report = load_official(
+        small("yolov3-original"),
+        export_official(src, "asff"),
+        "yolov3-original",
+        backbone_only=True,
+    )
     assert report["model_name"] == BACKBONE_NAME
 
 

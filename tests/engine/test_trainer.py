@@ -1,0 +1,338 @@
+"""The training loop (study/engine/trainer.py) on a tiny synthetic dataset, CPU only.
+
+Two-iteration runs of the real experiment configs at width 0.125, depth 0.34, 96-128 px: the run
+itself, resume after an interruption (bit-identical to an uninterrupted run), divergence, the
+epoch schedules, and a two-process DistributedDataParallel run through ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from study.config import deep_merge, load_experiment
+from study.data.synthetic import MIN_IMG_SIZE, generate
+from study.engine.trainer import LOSS_TERMS, Trainer, config_hash
+from study.errors import TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = REPO / "experiments"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Two shared cores: one intra-op thread is many times faster than two contending ones.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 train / 4 val synthetic images (COCO layout) at the generator's minimum size."""
+    root = tmp_path_factory.mktemp("tiny-coco")
+    generate(root, num_train=8, num_val=4, img_size=MIN_IMG_SIZE, seed=0)
+    return root
+
+
+def tiny_cfg(root: Path, experiment: str = "baseline", **train: Any) -> dict[str, Any]:
+    overrides = {
+        "data": {"root": str(root), "workers": 0},
+        "model": {"width": 0.125, "depth": 0.34},
+        "train": deep_merge(
+            {
+                "epochs": 1,
+                "batch_size": 4,
+                "img_size": 128,
+                "device": "cpu",
+                "multiscale": {"min_size": 96, "max_size": 128, "every": 1},
+            },
+            train,
+        ),
+        "eval": {"img_size": 128},
+    }
+    return load_experiment(
+        EXPERIMENTS / f"{experiment}.yaml", profile=None, params_path=None, overrides=overrides
+    )
+
+
+def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# A two-iteration run
+# ---------------------------------------------------------------------------------------------
+
+
+def test_two_iteration_training_run(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data_root, lr_schedule={"warmup_epochs": 0})
+    trainer = Trainer(cfg, run_dir=tmp_path / "run", live_dir=None, max_iters=2)
+    assert trainer.dist.world_size == 1 and trainer.per_rank_batch == 4
+    assert trainer.model.num_classes == 10  # the synthetic benchmark's classes
+    before = state_copy(trainer.model)
+    summary = trainer.fit()
+
+    assert summary["iterations"] == 2 and summary["start_epoch"] == 0 and summary["epochs"] == 1
+    assert summary["world_size"] == 1 and summary["config_hash"] == config_hash(cfg)
+    losses = summary["final_losses"]
+    assert set(losses) == {"total", *LOSS_TERMS}
+    assert all(math.isfinite(v) and v >= 0 for v in losses.values())
+    assert losses["total"] == pytest.approx(sum(losses[k] for k in LOSS_TERMS), rel=1e-5)
+    assert losses["obj"] > 0 and losses["cls"] > 0 and losses["iou"] > 0  # iou_loss: iou
+    assert len(summary["history"]) == 1 and summary["history"][0]["epoch"] == 1
+
+    ckpt = tmp_path / "run" / "last.pt"
+    assert ckpt.is_file()
+    assert not [p for p in ckpt.parent.iterdir() if p.name.endswith(".tmp")]
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_iter"] == 2
+    assert state["config_hash"] == config_hash(cfg)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg["train"]["lr"])
+
+    after = trainer.model.state_dict()
+    assert before.keys() == after.keys()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    weights = [k for k, _ in trainer.model.named_parameters()]
+    assert len([k for k in weights if k in changed]) > 0.9 * len(weights)
+    assert all(torch.equal(state["model"][k], after[k]) for k in after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
+
+RESUME_TRAIN = {
+    "epochs": 2,
+    # lr changes every iteration; mixup on in epoch 0 only; multi-scale in both epochs;
+    # DropBlock from epoch 1: everything that resume must restore or recompute.
+    "lr_schedule": {"warmup_epochs": 1, "flat_until_epoch": 0, "cosine_end_epoch": 2},
+    "mixup": {"off_last_epochs": 1},
+    "multiscale": {"fixed_last_epochs": 0},
+    "dropblock": {"enabled": True, "keep_prob": 0.9, "schedule": {1: [1, 3, 3]}},
+}
+
+
+def test_resume_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data_root, experiment="asff", **RESUME_TRAIN)
+
+    full = Trainer(cfg, run_dir=tmp_path / "full")
+    full_summary = full.fit()
+    assert full_summary["iterations"] == 4  # 8 images, batch 4, 2 epochs
+    assert {h["epoch"] for h in full_summary["history"]} == {1, 2}
+
+    # Killed after epoch 1 (max_iters stops it once the epoch-end checkpoint is written).
+    first = Trainer(cfg, run_dir=tmp_path / "resumed", max_iters=2)
+    first_summary = first.fit()
+    assert first_summary["iterations"] == 2 and len(first_summary["history"]) == 1
+    state = torch.load(tmp_path / "resumed" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_iter"] == 2
+
+    second = Trainer(cfg, run_dir=tmp_path / "resumed")
+    second_summary = second.fit()
+    assert second_summary["start_epoch"] == 1 and second.start_epoch == 1
+    assert second_summary["iterations"] == 4
+    assert [h["epoch"] for h in second_summary["history"]] == [2]
+
+    a, b = full.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"resumed weights differ from the uninterrupted run's: {differ[:5]}"
+    assert second_summary["final_losses"] == full_summary["final_losses"]
+    opt_a, opt_b = full.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["momentum_buffer"], opt_b[i]["momentum_buffer"]) for i in opt_a)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data_root, experiment="yolov3-original")
+    Trainer(cfg, run_dir=tmp_path / "run", max_iters=1).fit()
+    other = tiny_cfg(data_root, experiment="yolov3-original", lr=5e-4)
+    assert config_hash(other) != config_hash(cfg)
+    # logging/eval settings do not change the hash
+    assert config_hash(
+        tiny_cfg(data_root, experiment="yolov3-original", log_every=3, checkpoint_every=2)
+    ) == config_hash(cfg)
+    trainer = Trainer(other, run_dir=tmp_path / "run", max_iters=1)
+    assert trainer.try_resume() is False and trainer.start_epoch == 0
+    same = Trainer(cfg, run_dir=tmp_path / "run", max_iters=1)
+    assert same.try_resume() is True and same.start_epoch == 1 and same.global_iter == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------------------------
+
+
+def test_nan_loss_raises_and_keeps_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    # 4 images, batch 4: one iteration per epoch, so the 2nd iteration comes after the epoch-1
+    # checkpoint.
+    cfg = tiny_cfg(data_root, experiment="yolov3-original", epochs=3)
+    cfg["data"]["max_images"] = 4
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    criterion, calls, seen = trainer.criterion, [], {}
+    ckpt = trainer.ckpt_path
+
+    def nan_at_second_call(outputs, targets, size):  # noqa: ANN001, ANN202
+        terms = criterion(outputs, targets, size)
+        calls.append(size)
+        if len(calls) == 2:
+            seen["sha"] = sha256(ckpt)
+            terms = {**terms, "cls": terms["cls"] * float("nan")}
+        return terms
+
+    trainer.criterion = nan_at_second_call
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    msg = str(info.value)
+    assert "iteration 1" in msg and "epoch 1" in msg  # 0-based, as the trainer counts
+    assert "cls" in msg and "obj" not in msg
+    assert str(ckpt) in msg
+    assert len(calls) == 2
+    assert sha256(ckpt) == seen["sha"]  # the epoch-1 checkpoint is untouched
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_iter"] == 1
+    # no optimizer step was taken with the NaN loss
+    params = dict(trainer.model.named_parameters())
+    assert all(torch.equal(state["model"][k], p.detach()) for k, p in params.items())
+    assert all(torch.isfinite(p).all() for p in params.values())
+
+
+def test_inf_in_the_first_iteration_writes_no_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data_root, experiment="yolov3-original")
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    criterion = trainer.criterion
+
+    def inf_obj(outputs, targets, size):  # noqa: ANN001, ANN202
+        terms = criterion(outputs, targets, size)
+        return {**terms, "obj": terms["obj"] + float("inf"), "total": terms["total"] + float("inf")}
+
+    trainer.criterion = inf_obj
+    with pytest.raises(TrainingDiverged, match=r"iteration 0 \(term\(s\): obj, total\)"):
+        trainer.fit()
+    assert not trainer.ckpt_path.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Epoch schedules applied by the trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_epoch_schedules_reach_the_model_and_data(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(
+        data_root,
+        experiment="asff-star",
+        epochs=3,
+        mixup={"off_last_epochs": 1},
+        dropblock={"keep_prob": 0.8, "schedule": {1: [1, 3, 5], 2: [3, 3, 3]}},
+    )
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    layers = trainer.model.dropblocks()
+    trainer.apply_epoch_schedules(0)
+    assert trainer.train_set.enabled is True
+    assert [(d.block_size, d.keep_prob) for d in layers] == [(1, 1.0)] * 3
+    trainer.apply_epoch_schedules(1)
+    assert trainer.train_set.enabled is True
+    assert [(d.block_size, d.keep_prob) for d in layers] == [(1, 0.8), (3, 0.8), (5, 0.8)]
+    trainer.apply_epoch_schedules(2)
+    assert trainer.train_set.enabled is False
+    assert [(d.block_size, d.keep_prob) for d in layers] == [(3, 0.8)] * 3
+
+
+# ---------------------------------------------------------------------------------------------
+# DistributedDataParallel: two CPU processes (gloo) through torchrun and the CLI
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
+    work = tmp_path / "study"
+    shutil.copytree(EXPERIMENTS, work / "experiments")
+    shutil.copytree(data_root, work / "data")
+    params = {
+        "profile": "tiny",
+        "dataset": "data",
+        "variants": ["baseline"],
+        "profiles": {
+            "tiny": {
+                "data": {"root": "data", "workers": 0},
+                "model": {"width": 0.125, "depth": 0.34},
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 4,
+                    "img_size": 128,
+                    "device": "cpu",
+                    "multiscale": {"min_size": 96, "max_size": 128, "every": 1},
+                    "log_every": 1,
+                },
+                "eval": {"img_size": 128, "batch_size": 4},
+            }
+        },
+    }
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "study",
+        "train",
+        "baseline",
+        "--params",
+        "params.yaml",
+        "--max-iters",
+        "2",
+    ]
+    # Own process group, so that a hung run is killed with its workers.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun timed out:\n{err[-6000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-6000:]
+
+    weights = work / "models" / "baseline.pt"
+    assert weights.is_file()
+    assert (work / "runs" / "baseline" / "last.pt").is_file()
+    summary = json.loads((work / "results" / "baseline" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["iterations"] == 2  # 8 images, 2 ranks x 2 images per iteration
+    assert summary["config"]["train"]["sync_bn"] is True  # the baseline experiment's setting
+    assert all(math.isfinite(v) for v in summary["final_losses"].values())
+    assert (work / "results" / "baseline" / "live" / "metrics.json").is_file()
+
+    from study.pipeline import load_weights
+
+    model, blob = load_weights(weights, torch.device("cpu"))
+    assert blob["spec"]["name"] == "baseline" and model.num_classes == 10
+    assert not any(".module." in k or k.startswith("module.") for k in blob["model"])

@@ -1,0 +1,215 @@
+"""The ``study`` command line (study/cli.py): help, clear one-line errors, listings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.cli import build_parser, main
+from study.models import available
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ("data", "train", "evaluate", "speed", "report", "import-official", "models")
+FULL_PARAMS = {
+    "yolov3-original": "61,949,149",
+    "baseline": "75,554,428",
+    "asff": "79,409,493",
+    "asff-star": "86,011,821",
+}
+
+
+def exit_code(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code
+
+
+# ---------------------------------------------------------------------------------------------
+# Help
+# ---------------------------------------------------------------------------------------------
+
+
+def test_top_level_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: study")
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+def test_subcommands_are_the_pipeline_stages() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: study {command}")
+    if command in ("train", "evaluate", "speed"):
+        for opt in ("experiment", "--profile", "--params", "--set"):
+            assert opt in out
+    if command == "train":
+        assert "--max-iters" in out
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code([]) == 2
+    assert "required" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: exit code 2, one line naming the problem, no traceback
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "speed"])
+def test_missing_experiment(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main([command, "no-such-exp"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"study {command}: error: ")
+    assert "experiments/no-such-exp.yaml" in err
+    assert "baseline" in err and "_base" not in err  # lists the known experiments
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_missing_experiment_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "exp.yaml"
+    assert main(["train", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "not found" in err and "Traceback" not in err
+
+
+def test_config_errors_exit_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["train", "baseline", "--set", "train.epochz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'train.epochz'" in err and "epochs" in err
+    assert main(["train", "baseline", "--profile", "huge"]) == 2
+    assert "unknown profile 'huge'" in capsys.readouterr().err
+    assert main(["train", "baseline", "--set", "train.epochs"]) == 2
+    assert "KEY.PATH=VALUE" in capsys.readouterr().err
+
+
+def test_missing_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    missing = tmp_path / "none.pt"
+    for command in ("evaluate", "speed"):
+        assert main([command, "baseline", "--profile", "smoke", "--weights", str(missing)]) == 2
+        err = capsys.readouterr().err
+        assert f"study {command}: error: {missing}: weights file not found" in err
+
+
+def _tiny_study(tmp_path: Path) -> Path:
+    """A working directory with experiments/, a 3-image dataset and a tiny profile."""
+    from study.data.synthetic import MIN_IMG_SIZE, generate
+
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    generate(tmp_path / "data", num_train=2, num_val=1, img_size=MIN_IMG_SIZE, seed=0)
+    params = {
+        "profile": "tiny",
+        "dataset": "data",
+        "variants": ["baseline"],
+        "profiles": {
+            "tiny": {
+                "data": {"root": "data", "workers": 0},
+                "model": {"width": 0.125, "depth": 0.34},
+                "train": {"epochs": 1, "batch_size": 2, "img_size": 128, "device": "cpu"},
+            }
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_dataset_param_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _tiny_study(tmp_path)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["dataset"] = "data/other"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(work)
+    assert main(["train", "baseline", "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "data.root='data'" in err and "'data/other'" in err and "Traceback" not in err
+    assert not (work / "runs").exists()
+
+
+def test_unknown_model_in_an_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _tiny_study(tmp_path)
+    (work / "experiments" / "typo.yaml").write_text("_base_: _base.yaml\nmodel: {name: asf}\n")
+    monkeypatch.chdir(work)
+    assert main(["train", "typo", "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "'asf'" in err and all(name in err for name in available())
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands that run in a moment
+# ---------------------------------------------------------------------------------------------
+
+
+def test_models_lists_every_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == available()
+    for line in lines:
+        name = line.split()[0]
+        if name in FULL_PARAMS:
+            assert f"{FULL_PARAMS[name]} parameters at 80 classes" in line
+
+
+def test_data_writes_the_synthetic_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "synthetic": {
+                    "out": str(tmp_path / "ignored"),
+                    "num_train": 3,
+                    "num_val": 2,
+                    "img_size": 160,
+                    "seed": 1,
+                }
+            }
+        )
+    )
+    out = tmp_path / "syn"
+    assert main(["data", "--params", str(params), "--out", str(out)]) == 0
+    assert "generated" in capsys.readouterr().out
+    assert not (tmp_path / "ignored").exists()
+    train = json.loads((out / "annotations" / "instances_train2017.json").read_text())
+    val = json.loads((out / "annotations" / "instances_val2017.json").read_text())
+    assert len(train["images"]) == 3 and len(val["images"]) == 2
+    assert len(list((out / "train2017").iterdir())) == 3
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["params"]["seed"] == 1 and stats["params"]["img_size"] == 160
+
+
+def test_data_without_a_synthetic_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("profile: default\n")
+    assert main(["data", "--params", str(params), "--out", str(tmp_path / "x")]) == 2
+    assert "no `synthetic` section" in capsys.readouterr().err
