@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from study.pipeline import evaluate
 
-    metrics = evaluate(load_cfg(args), weights=args.weights, split=args.split)
+    metrics = evaluate(load_cfg(args), weights=args.weights, split=args.split, out_dir=args.out_dir)
     print(
         " ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p.add_argument("--weights", default=None, help="weights file (default: models/<name>.pt)")
     p.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    p.add_argument(
+        "--out-dir", default=None, help="folder for metrics.json (default: results/<name>)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(

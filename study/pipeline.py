@@ -147,20 +147,25 @@ def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
 
 
 def evaluate(
-    cfg: dict[str, Any], weights: str | None = None, split: str | None = None
+    cfg: dict[str, Any],
+    weights: str | None = None,
+    split: str | None = None,
+    out_dir: str | None = None,
 ) -> dict[str, Any]:
     from study.eval.coco_eval import evaluate as coco_evaluate
 
     device = pick_device(cfg["eval"]["device"])
-    model, blob = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
+    weights_path = Path(weights or MODELS / f"{cfg['name']}.pt")
+    model, blob = load_weights(weights_path, device)
     dataset = _eval_dataset(cfg, split)
     if model.num_classes != dataset.num_classes:
         raise StudyError(
             f"weights have {model.num_classes} classes, dataset "
             f"{dataset.ann_file} has {dataset.num_classes}"
         )
-    metrics = coco_evaluate(model, dataset, cfg, device, out_dir=RESULTS / cfg["name"])
-    return metrics
+    out = Path(out_dir) if out_dir else RESULTS / cfg["name"]
+    source = {"path": str(weights_path), "source": blob.get("source", "study train")}
+    return coco_evaluate(model, dataset, cfg, device, out_dir=out, extra_meta={"weights": source})
 
 
 def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = None) -> dict:

@@ -89,6 +89,18 @@ def resize_batch(images: torch.Tensor, targets: list[dict], size: int) -> tuple[
     return images, [{**t, "boxes": t["boxes"] * scale.to(t["boxes"])} for t in targets]
 
 
+def sync_batchnorm(model: nn.Module, enabled: bool, device: torch.device) -> nn.Module:
+    """Synchronized BN (bag of freebies) under DDP: ``torch.nn.SyncBatchNorm`` on CUDA.
+
+    SyncBatchNorm has no CPU kernel, so CPU (gloo) runs keep per-process BN and say so.
+    """
+    if enabled and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if enabled:
+        log.warning("sync_bn: SyncBatchNorm needs CUDA; per-process BN on %s", device.type)
+    return model
+
+
 def build_model_from_cfg(cfg: dict[str, Any], num_classes: int) -> nn.Module:
     m = cfg["model"]
     return build_model(
@@ -131,6 +143,15 @@ class Trainer:
         )
         self.model = build_model_from_cfg(cfg, self.dataset.num_classes)
         init_official_(self.model)
+        if cfg["model"]["backbone_weights"]:
+            from study.models.official import load_official
+
+            load_official(
+                self.model,
+                cfg["model"]["backbone_weights"],
+                cfg["model"]["name"],
+                backbone_only=True,
+            )
         if self.tc["objectness_prior"]:
             init_objectness_prior_(self.model, float(self.tc["objectness_prior"]))
         self.model.to(self.device)
@@ -140,12 +161,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model
         if self.dist.enabled:
-            if self.tc["sync_bn"] and self.device.type == "cuda":
-                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-            elif self.tc["sync_bn"]:
-                log.warning(
-                    "sync_bn: SyncBatchNorm needs CUDA; per-process BN on %s", self.device.type
-                )
+            self.net = sync_batchnorm(self.net, self.tc["sync_bn"], self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids)
         self.criterion = YOLOLoss(

@@ -270,8 +270,9 @@ def evaluate(
     device: torch.device | str,
     out_dir: str | Path | None = None,
     collate_fn: Callable[..., Any] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the COCO protocol; return the metrics plus ``meta``.
+    """Run the COCO protocol; return the metrics plus ``meta`` (with ``extra_meta`` merged in).
 
     ``model`` must already be on ``device``. With ``out_dir`` (normally ``results/<variant>``)
     also writes ``metrics.json`` and ``detections.json`` there. ``collate_fn`` defaults to
@@ -294,6 +295,7 @@ def evaluate(
     log.info("COCOeval:\n%s", summary)
     meta = build_meta(cfg, dataset, device, len(results), time.perf_counter() - start)
     meta["coco_summary"] = summary
+    meta.update(extra_meta or {})
     if out_dir is not None:
         write_metrics(Path(out_dir) / "metrics.json", metrics, meta)
         write_detections(Path(out_dir) / "detections.json", results)

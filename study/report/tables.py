@@ -29,7 +29,7 @@ MISSING = "–"
 # Keys of train_summary.json that may hold the training wall time in seconds (first found wins).
 WALL_KEYS = ("wall_seconds", "wall_time_s", "train_seconds", "seconds")
 
-# The paper's numbers (see /work/shared/PAPER.md), in percent, at 608. Sources: [paper] the paper's
+# The paper's numbers (shared/PAPER.md), in percent, at 608. Sources: [paper] the paper's
 # text, [README] the official README, [reprint] the ASFF rows reprinted in the YOLOv4/YOLOX papers.
 # Times are the README's per-image milliseconds on a V100.
 PAPER_REFERENCE: dict[str, dict[str, Any]] = {
@@ -39,7 +39,7 @@ PAPER_REFERENCE: dict[str, dict[str, Any]] = {
         "split": "val2017",
         "source": "paper (AP), README (ms)",
     },
-    "yolov3-bof": {"AP": 37.0, "ms": 20.0, "split": "val2017", "source": "README (AP, ms)"},
+    "bof": {"AP": 37.0, "ms": 20.0, "split": "val2017", "source": "README (AP, ms)"},
     "baseline": {"AP": 38.8, "ms": 20.0, "split": "val2017", "source": "paper (AP), README (ms)"},
     "asff": {"AP": 40.6, "ms": 22.0, "split": "val2017", "source": "paper (AP), README (ms)"},
     "asff-star": {

@@ -162,7 +162,10 @@ def test_resume_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> 
 
 def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(data_root, experiment="yolov3-original")
+    # A stop in the middle of an epoch writes no checkpoint (resuming would skip the rest).
     Trainer(cfg, run_dir=tmp_path / "run", max_iters=1).fit()
+    assert not (tmp_path / "run" / "last.pt").exists()
+    Trainer(cfg, run_dir=tmp_path / "run", max_iters=2).fit()  # one whole epoch
     other = tiny_cfg(data_root, experiment="yolov3-original", lr=5e-4)
     assert config_hash(other) != config_hash(cfg)
     # logging/eval settings do not change the hash
@@ -172,7 +175,7 @@ def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: 
     trainer = Trainer(other, run_dir=tmp_path / "run", max_iters=1)
     assert trainer.try_resume() is False and trainer.start_epoch == 0
     same = Trainer(cfg, run_dir=tmp_path / "run", max_iters=1)
-    assert same.try_resume() is True and same.start_epoch == 1 and same.global_iter == 1
+    assert same.try_resume() is True and same.start_epoch == 1 and same.global_iter == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,3 +339,18 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
     model, blob = load_weights(weights, torch.device("cpu"))
     assert blob["spec"]["name"] == "baseline" and model.num_classes == 10
     assert not any(".module." in k or k.startswith("module.") for k in blob["model"])
+
+
+def test_sync_bn_switch_converts_every_batchnorm() -> None:
+    from study.engine.trainer import sync_batchnorm
+    from study.models import build_model
+
+    model = build_model("baseline", num_classes=3, width=0.125, depth=0.34)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    cpu = sync_batchnorm(model, True, torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in cpu.modules())
+    # Conversion itself needs no GPU; only running SyncBatchNorm does.
+    converted = sync_batchnorm(model, True, torch.device("cuda"))
+    assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules()) == n_bn > 40
+    off = build_model("baseline", num_classes=3, width=0.125, depth=0.34)
+    assert sync_batchnorm(off, False, torch.device("cuda")) is off

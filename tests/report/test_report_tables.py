@@ -95,7 +95,7 @@ def test_paper_column_beside_measured(results, tmp_path):
 def test_paper_reference_values_and_sources():
     assert {k: v["AP"] for k, v in PAPER_REFERENCE.items()} == {
         "yolov3-original": 33.0,
-        "yolov3-bof": 37.0,
+        "bof": 37.0,
         "baseline": 38.8,
         "asff": 40.6,
         "asff-star": 42.4,
@@ -103,7 +103,7 @@ def test_paper_reference_values_and_sources():
     assert [v["ms"] for v in PAPER_REFERENCE.values()] == [20.0, 20.0, 20.0, 22.0, 22.0]
     assert PAPER_REFERENCE["asff-star"]["split"] == "test-dev"
     assert "reprint" in PAPER_REFERENCE["asff-star"]["source"]
-    assert PAPER_REFERENCE["yolov3-bof"]["source"].startswith("README")
+    assert PAPER_REFERENCE["bof"]["source"].startswith("README")
 
 
 def test_reference_choice():
