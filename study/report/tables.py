@@ -105,7 +105,7 @@ def _read_variant(results_dir: Path, variant: str) -> dict[str, Any]:
     if isinstance(summary, dict):
         wall = next((summary[k] for k in WALL_KEYS if summary.get(k) is not None), None)
         if wall is not None:
-            row["train h"] = float(wall) / 3600.0
+            row["train min"] = float(wall) / 60.0
     elif summary is not None:
         raise StudyError(f"{summary_path}: expected a JSON object")
     return row

@@ -64,7 +64,7 @@ def test_collect_metrics_percent_and_delta_vs_baseline(results):
     assert pd.isna(df["APs"].iloc[0]) and df["APs"].iloc[1] == pytest.approx(20.0)
     assert df["ms"].tolist() == pytest.approx([22.25, 20.0])
     assert df["params M"].iloc[0] == pytest.approx(79.409493)
-    assert pd.isna(df["train h"].iloc[0]) and df["train h"].iloc[1] == pytest.approx(2.0)
+    assert pd.isna(df["train min"].iloc[0]) and df["train min"].iloc[1] == pytest.approx(120.0)
 
 
 def test_write_tables_markdown_and_csv(results, tmp_path):
