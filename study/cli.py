@@ -103,6 +103,7 @@ def cmd_import_official(args: argparse.Namespace) -> int:
         Path(args.out),
         args.num_classes,
         backbone_only=args.backbone_only,
+        trust=args.trust,
     )
     print(f"wrote {out}")
     return 0
@@ -165,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--backbone-only",
         action="store_true",
         help="the darknet53_feature_mx backbone checkpoint (Darknet-53 part only)",
+    )
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow a checkpoint that needs full unpickling (runs code: trusted files only)",
     )
     p.set_defaults(func=cmd_import_official)
 

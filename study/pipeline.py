@@ -199,14 +199,19 @@ def report(params_path: str, results: Path) -> list[Path]:
 
 
 def import_official(
-    checkpoint: Path, model_name: str, out: Path, num_classes: int = 80, backbone_only: bool = False
+    checkpoint: Path,
+    model_name: str,
+    out: Path,
+    num_classes: int = 80,
+    backbone_only: bool = False,
+    trust: bool = False,
 ) -> Path:
     from study.models import build_model
     from study.models.official import load_official
     from study.utils import torch_save
 
     model = build_model(model_name, num_classes=num_classes, anchors="official")
-    load_official(model, checkpoint, model_name, backbone_only=backbone_only)
+    load_official(model, checkpoint, model_name, backbone_only=backbone_only, trust=trust)
     torch_save(
         {
             "model": model.state_dict(),

@@ -304,7 +304,7 @@ def read_checkpoint(
                 raise CheckpointError(
                     f"{source}: holds pickled objects besides tensors, refused by "
                     f"torch.load(weights_only=True) ({detail.strip()}); if you trust the file, "
-                    "load it with trust=True (this unpickles arbitrary code)"
+                    "pass --trust / trust=True (this unpickles arbitrary code)"
                 ) from None
             obj = _load_trusted(path, source)
         else:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -264,8 +265,8 @@ def test_epoch_schedules_reach_the_model_and_data(data_root: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
-    work = tmp_path / "study"
+def make_workdir(data_root: Path, work: Path, epochs: int = 1) -> Path:
+    """A study folder (experiments/, data/, params.yaml with a tiny profile) for CLI runs."""
     shutil.copytree(EXPERIMENTS, work / "experiments")
     shutil.copytree(data_root, work / "data")
     params = {
@@ -277,7 +278,7 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
                 "data": {"root": "data", "workers": 0},
                 "model": {"width": 0.125, "depth": 0.34},
                 "train": {
-                    "epochs": 1,
+                    "epochs": epochs,
                     "batch_size": 4,
                     "img_size": 128,
                     "device": "cpu",
@@ -289,6 +290,11 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
         },
     }
     (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
+def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
+    work = make_workdir(data_root, tmp_path / "study")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -354,3 +360,77 @@ def test_sync_bn_switch_converts_every_batchnorm() -> None:
     assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.modules()) == n_bn > 40
     off = build_model("baseline", num_classes=3, width=0.125, depth=0.34)
     assert sync_batchnorm(off, False, torch.device("cuda")) is off
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_to_the_same_weights(data_root: Path, tmp_path: Path) -> None:
+    """SIGKILL the real CLI after its first checkpoint; the same command then finishes the run
+    and its weights equal an uninterrupted run's."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "study", "train", "baseline", "--params", "params.yaml"]
+    full = make_workdir(data_root, tmp_path / "full", epochs=3)
+    subprocess.run(cmd, cwd=full, env=env, check=True, capture_output=True, timeout=300)
+
+    killed = make_workdir(data_root, tmp_path / "killed", epochs=3)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=killed,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    ckpt = killed / "runs" / "baseline" / "last.pt"
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not (killed / "models" / "baseline.pt").exists(), "killed too late"
+    first = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
+    assert first < 2
+    rerun = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((killed / "results" / "baseline" / "train_summary.json").read_text())
+    assert summary["start_epoch"] == first + 1
+
+    a = torch.load(full / "models" / "baseline.pt", map_location="cpu", weights_only=False)
+    b = torch.load(killed / "models" / "baseline.pt", map_location="cpu", weights_only=False)
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"resumed weights differ: {differ[:5]}"
+
+
+def test_paper_profile_code_path_on_the_coco_subset(tmp_path: Path) -> None:
+    """The `paper` profile's settings (official schedule, mixup, multi-scale, every augmentation,
+    SyncBN switch) on real COCO images, with tiny sizes and two iterations."""
+    subset = Path(os.environ.get("STUDY_COCO_SUBSET", REPO.parent / "shared/data/coco-subset"))
+    if not (subset / "annotations" / "instances_train2017.json").is_file():
+        pytest.skip(f"COCO subset not found at {subset}")
+    overrides = {
+        "data": {"root": str(subset), "workers": 0, "max_images": 8},
+        "model": {"width": 0.125, "depth": 0.34},
+        "train": {
+            "epochs": 1,
+            "batch_size": 4,
+            "img_size": 128,
+            "device": "cpu",
+            "multiscale": {"min_size": 96, "max_size": 128, "every": 1},
+        },
+    }
+    cfg = load_experiment(
+        EXPERIMENTS / "baseline.yaml",
+        profile="paper",
+        params_path=REPO / "params.yaml",
+        overrides=overrides,
+    )
+    assert cfg["profile"] == "paper"
+    tc = cfg["train"]
+    assert tc["mixup"]["enabled"] and tc["label_smoothing"] and tc["sync_bn"]
+    assert tc["lr_schedule"]["name"] == "official" and tc["lr_schedule"]["warmup_epochs"] == 5
+    assert all(tc["augment"][k] for k in ("photometric", "expand", "crop", "flip", "affine"))
+    assert tc["objectness_prior"] is None and tc["grad_clip"] == 0  # official initialisation
+    trainer = Trainer(cfg, run_dir=tmp_path / "run", max_iters=2)
+    assert trainer.model.num_classes == 80
+    summary = trainer.fit()
+    assert summary["iterations"] == 2
+    assert all(math.isfinite(v) for v in summary["final_losses"].values())
