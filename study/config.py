@@ -121,9 +121,8 @@ def load_experiment(
     """
     path = Path(path)
     cfg, root = _load_with_bases(path)
-    cfg.setdefault("name", path.stem)
-    if not cfg.get("name") or cfg["name"] == root.get("name"):
-        cfg["name"] = path.stem
+    # A run is named after its experiment file unless that file itself sets `name`.
+    cfg["name"] = read_yaml(path).get("name") or path.stem
     prof_name = profile or "none"
     if params_path is not None and Path(params_path).is_file():
         params = load_params(params_path)

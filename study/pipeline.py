@@ -59,13 +59,19 @@ def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
     syn = dict(params.get("synthetic") or {})
     if not syn:
         raise ConfigError(f"{params_path}: no `synthetic` section")
-    out = out or Path(syn.pop("out", "data/synthetic"))
-    syn.pop("out", None)
+    default_out = syn.pop("out", "data/synthetic")
+    out = out or Path(default_out)
+    known = {"num_train", "num_val", "img_size", "seed", "image_format"}
+    if set(syn) - known:
+        raise ConfigError(
+            f"{params_path}: unknown keys in `synthetic`: {sorted(set(syn) - known)}; "
+            f"valid: out, {', '.join(sorted(known))}"
+        )
     stats = generate(out, **syn)
     log.info("wrote %s: %s", out, {k: stats[k] for k in stats if k != "params"})
     print(
-        f"generated {stats.get('num_images', '?')} images at "
-        f"{stats.get('images_per_s', float('nan')):.1f} images/s into {out}"
+        f"generated {sum(stats['images'].values())} images at "
+        f"{stats['images_per_s']:.1f} images/s into {out}"
     )
     return stats
 
