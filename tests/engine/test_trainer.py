@@ -32,15 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores: one intra-op thread is many times faster than two contending ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 train / 4 val synthetic images (COCO layout) at the generator's minimum size."""

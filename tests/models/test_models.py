@@ -28,15 +28,6 @@ FULL_PARAMS = {
 SLOTS = {"yolov3-original": 3, "baseline": 4, "asff": 4, "asff-star": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two shared cores: one intra-op thread is far faster than two contending ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
