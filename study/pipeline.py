@@ -18,7 +18,7 @@ import torch
 
 from study.config import load_params
 from study.errors import CheckpointError, ConfigError, StudyError
-from study.utils import device_description, pick_device, write_json
+from study.utils import pick_device, write_json
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = Path("experiments")
@@ -133,6 +133,11 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
     return summary
 
 
+def default_weights(cfg: dict[str, Any], weights: str | None) -> Path:
+    """The weights file a stage reads: ``--weights`` if given, else models/<name>.pt."""
+    return Path(weights or MODELS / f"{cfg['name']}.pt")
+
+
 def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a model from a weights file written by ``study train`` or ``import-official``."""
     from study.models import build_model
@@ -161,7 +166,7 @@ def evaluate(
     from study.eval.coco_eval import evaluate as coco_evaluate
 
     device = pick_device(cfg["eval"]["device"])
-    weights_path = Path(weights or MODELS / f"{cfg['name']}.pt")
+    weights_path = default_weights(cfg, weights)
     model, blob = load_weights(weights_path, device)
     dataset = _eval_dataset(cfg, split)
     if model.num_classes != dataset.num_classes:
@@ -178,7 +183,7 @@ def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = N
     from study.eval.speed import measure_speed
 
     device = pick_device(cfg["eval"]["device"])
-    model, _ = load_weights(Path(weights or MODELS / f"{cfg['name']}.pt"), device)
+    model, _ = load_weights(default_weights(cfg, weights), device)
     ev = cfg["eval"]
     result = measure_speed(
         model,
@@ -188,7 +193,6 @@ def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = N
         conf_thresh=ev["conf_thresh"],
         nms_thresh=ev["nms_thresh"],
     )
-    result["device"] = device_description(device)
     write_json(RESULTS / cfg["name"] / "speed.json", result)
     print(
         f"{cfg['name']}: {result['ms_mean']:.1f} ms/image ({result['fps']:.1f} FPS) "

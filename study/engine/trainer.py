@@ -31,7 +31,7 @@ from study.engine.distributed import DistInfo, all_reduce_mean, barrier, init_di
 from study.engine.loss import YOLOLoss
 from study.errors import StudyError, TrainingDiverged
 from study.models import build_model
-from study.utils import device_description, pick_device, seed_everything, torch_save, write_json
+from study.utils import device_description, pick_device, seed_everything, torch_save
 
 log = logging.getLogger(__name__)
 LOSS_TERMS = ("anchor", "iou", "l1", "obj", "cls")
@@ -155,9 +155,9 @@ class Trainer:
         if self.tc["objectness_prior"]:
             init_objectness_prior_(self.model, float(self.tc["objectness_prior"]))
         self.model.to(self.device)
-        if self.tc["channels_last"] is True or (
-            self.tc["channels_last"] == "auto" and self.device.type == "cuda"
-        ):
+        cl = self.tc["channels_last"]
+        self.channels_last = cl is True or (cl == "auto" and self.device.type == "cuda")
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.net: nn.Module = self.model
         if self.dist.enabled:
@@ -268,7 +268,7 @@ class Trainer:
         )
         images, targets = resize_batch(images, targets, size)
         images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and self.tc["channels_last"] in (True, "auto"):
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = [
             {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()}
@@ -293,7 +293,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_iter += 1
-        reduced = {k: all_reduce_mean(v, self.dist).item() for k, v in losses.items()}
+        # One collective for all terms (not one per term) in the hot loop.
+        values = all_reduce_mean(torch.stack([v.detach() for v in losses.values()]), self.dist)
+        reduced = dict(zip(losses, values.tolist(), strict=True))
         return {**reduced, "lr": lr, "size": size}
 
     # -- the whole run ---------------------------------------------------------------------
@@ -408,7 +410,3 @@ def save_weights(model: nn.Module, dataset: CocoDetection, cfg: dict, path: Path
         },
         path,
     )
-
-
-def write_summary(path: Path, summary: dict) -> None:
-    write_json(path, summary)
