@@ -15,7 +15,16 @@ log = logging.getLogger("study")
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment name (experiments/<name>.yaml) or a YAML path")
+    p.add_argument(
+        "experiment",
+        help="experiment name (experiments/<name>.yaml, e.g. fusion/asff) or a YAML path",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="training seed of the run (= --set train.seed=K); a run is (experiment, seed)",
+    )
     p.add_argument(
         "--profile", default=None, help="profile in params.yaml (default: its `profile`)"
     )
@@ -32,13 +41,15 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
     from study.config import deep_merge, load_experiment, parse_override
-    from study.pipeline import check_dataset_param, experiment_path
+    from study.pipeline import check_dataset_param, experiment_name, experiment_path
 
     overrides: dict[str, Any] = {}
     for text in args.overrides:
         overrides = deep_merge(overrides, parse_override(text))
+    if args.seed is not None:
+        overrides = deep_merge(overrides, {"train": {"seed": args.seed}})
     path = experiment_path(args.experiment)
-    cfg = load_experiment(path, args.profile, args.params, overrides)
+    cfg = load_experiment(path, args.profile, args.params, overrides, experiment_name(path))
     from study.errors import ConfigError
     from study.models import available
 
@@ -47,6 +58,12 @@ def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
             f"{path}: model.name {cfg['model']['name']!r} is not a registered "
             f"variant; available: {', '.join(available())}"
         )
+    if cfg["model"]["fusion"] is not None or cfg["model"]["fusion_args"]:
+        from study.models import model_spec
+        from study.models.fusions import check_fusion_args
+
+        fusion = cfg["model"]["fusion"] or model_spec(cfg["model"]["name"])["fusion"]
+        check_fusion_args(fusion, cfg["model"]["fusion_args"], f"{path}: model.fusion_args")
     check_dataset_param(cfg, args.params, explicit_profile=args.profile is not None)
     return cfg
 

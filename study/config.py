@@ -37,7 +37,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-REPLACED = {("train", "dropblock", "schedule")}
+REPLACED = {("train", "dropblock", "schedule"), ("model", "fusion_args")}
 
 
 def deep_merge(
@@ -58,7 +58,11 @@ def deep_merge(
 
 
 # Sub-trees whose keys are free-form (passed through to a builder), not checked against the base.
-FREE_FORM = {("model", "overrides"), ("train", "dropblock", "schedule")}
+FREE_FORM = {
+    ("model", "overrides"),
+    ("model", "fusion_args"),  # checked against the fusion builder's arguments
+    ("train", "dropblock", "schedule"),
+}
 
 
 def check_keys(
@@ -114,15 +118,17 @@ def load_experiment(
     profile: str | None = None,
     params_path: str | os.PathLike[str] | None = DEFAULT_PARAMS,
     overrides: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Load ``experiments/<name>.yaml`` with its bases, then apply the profile and overrides.
 
-    The result has ``name`` (the experiment file's stem unless set) and ``profile`` filled in.
+    The result has ``name`` and ``profile`` filled in. The name is the file's own ``name:`` if
+    it sets one, else ``name`` (the pipeline passes the path below ``experiments/``, e.g.
+    ``fusion/asff``), else the file's stem.
     """
     path = Path(path)
     cfg, root = _load_with_bases(path)
-    # A run is named after its experiment file unless that file itself sets `name`.
-    cfg["name"] = read_yaml(path).get("name") or path.stem
+    cfg["name"] = read_yaml(path).get("name") or name or path.stem
     prof_name = profile or "none"
     if params_path is not None and Path(params_path).is_file():
         params = load_params(params_path)

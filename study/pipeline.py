@@ -1,16 +1,19 @@
 """The pipeline stages behind the CLI: where each stage reads and writes.
 
-Layout of a study (all relative to the repository root):
-    data/synthetic/            the built-in dataset (COCO layout), from `study data`
-    runs/<name>/last.pt        resumable training state (not tracked; deleted by nothing)
-    models/<name>.pt           final weights + how to rebuild the model (DVC out)
-    results/<name>/            train_summary.json, live/ (dvclive), metrics.json, speed.json
-    results/tables/            comparison tables from `study report`
+A run is one (experiment, seed); the experiment is named by its path below ``experiments/``
+(``fusion/asff``, ``table1/baseline``). Layout of a study (relative to the repository root):
+    data/synthetic/                         the built-in dataset (COCO layout), `study data`
+    runs/<experiment>/seed<k>/last.pt       resumable training state (not tracked)
+    models/<experiment>/seed<k>.pt          final weights + how to rebuild the model (DVC out)
+    results/<experiment>/seed<k>/           train_summary.json, live/ (dvclive), metrics.json,
+                                            detections.json, speed.json
+    results/tables/                         paper-style tables from `study report`
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,29 @@ EXPERIMENTS = Path("experiments")
 RUNS, MODELS, RESULTS = Path("runs"), Path("models"), Path("results")
 
 
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one (experiment, seed) run keeps its files."""
+
+    run_dir: Path  # runs/<experiment>/seed<k>: resumable state
+    model: Path  # models/<experiment>/seed<k>.pt: final weights
+    results: Path  # results/<experiment>/seed<k>: metrics, speed, training summary
+
+
+def run_paths(cfg: dict[str, Any]) -> RunPaths:
+    """The paths of the run ``cfg`` describes (its ``name`` and ``train.seed``)."""
+    sub = Path(cfg["name"]) / f"seed{int(cfg['train']['seed'])}"
+    return RunPaths(RUNS / sub, MODELS / sub.parent / f"{sub.name}.pt", RESULTS / sub)
+
+
+def experiment_name(path: Path) -> str:
+    """``experiments/fusion/asff.yaml`` -> ``fusion/asff``; a file elsewhere -> its stem."""
+    try:
+        return path.resolve().relative_to(EXPERIMENTS.resolve()).with_suffix("").as_posix()
+    except ValueError:
+        return path.stem
+
+
 def experiment_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
@@ -33,7 +59,7 @@ def experiment_path(name: str) -> Path:
         return path
     path = EXPERIMENTS / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in EXPERIMENTS.glob("[!_]*.yaml"))
+        known = sorted(experiment_name(p) for p in EXPERIMENTS.rglob("[!_]*.yaml"))
         raise ConfigError(f"{path}: no experiment {name!r}; known: {', '.join(known)}")
     return path
 
@@ -61,13 +87,16 @@ def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{params_path}: no `synthetic` section")
     default_out = syn.pop("out", "data/synthetic")
     out = out or Path(default_out)
-    known = {"num_train", "num_val", "img_size", "seed", "image_format"}
+    known = {"num_train", "num_val", "img_size", "seed", "image_format", "version"}
     if set(syn) - known:
         raise ConfigError(
             f"{params_path}: unknown keys in `synthetic`: {sorted(set(syn) - known)}; "
             f"valid: out, {', '.join(sorted(known))}"
         )
-    stats = generate(out, **syn)
+    try:
+        stats = generate(out, **syn)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{params_path}: `synthetic`: {exc}") from None
     log.info("wrote %s: %s", out, {k: stats[k] for k in stats if k != "params"})
     print(
         f"generated {sum(stats['images'].values())} images at "
@@ -92,7 +121,7 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
     from study.engine.trainer import Trainer, save_weights
     from study.eval.coco_eval import evaluate as coco_evaluate
 
-    name = cfg["name"]
+    name, paths = cfg["name"], run_paths(cfg)
     val = None
 
     def periodic_eval(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
@@ -103,16 +132,16 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
 
     trainer = Trainer(
         cfg,
-        RUNS / name,
-        live_dir=RESULTS / name / "live",
+        paths.run_dir,
+        live_dir=paths.results / "live",
         evaluate_fn=periodic_eval,
         max_iters=max_iters,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
-        save_weights(trainer.model, trainer.dataset, cfg, MODELS / f"{name}.pt")
+        save_weights(trainer.final_model, trainer.dataset, cfg, paths.model)
         write_json(
-            RESULTS / name / "train_summary.json",
+            paths.results / "train_summary.json",
             {
                 **summary,
                 "config": cfg,
@@ -121,8 +150,9 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
             },
         )
         log.info(
-            "%s: trained %d iterations in %.0f s (%.1f images/s)",
+            "%s seed %d: trained %d iterations in %.0f s (%.1f images/s)",
             name,
+            cfg["train"]["seed"],
             summary["iterations"],
             summary["wall_seconds"],
             summary["images_per_s"],
@@ -134,8 +164,8 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
 
 
 def default_weights(cfg: dict[str, Any], weights: str | None) -> Path:
-    """The weights file a stage reads: ``--weights`` if given, else models/<name>.pt."""
-    return Path(weights or MODELS / f"{cfg['name']}.pt")
+    """The weights file a stage reads: ``--weights`` if given, else the run's model file."""
+    return Path(weights) if weights else run_paths(cfg).model
 
 
 def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -174,7 +204,7 @@ def evaluate(
             f"weights have {model.num_classes} classes, dataset "
             f"{dataset.ann_file} has {dataset.num_classes}"
         )
-    out = Path(out_dir) if out_dir else RESULTS / cfg["name"]
+    out = Path(out_dir) if out_dir else run_paths(cfg).results
     source = {"path": str(weights_path), "source": blob.get("source", "study train")}
     return coco_evaluate(model, dataset, cfg, device, out_dir=out, extra_meta={"weights": source})
 
@@ -193,19 +223,19 @@ def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = N
         conf_thresh=ev["conf_thresh"],
         nms_thresh=ev["nms_thresh"],
     )
-    write_json(RESULTS / cfg["name"] / "speed.json", result)
+    write_json(run_paths(cfg).results / "speed.json", result)
     print(
-        f"{cfg['name']}: {result['ms_mean']:.1f} ms/image ({result['fps']:.1f} FPS) "
+        f"{cfg['name']} seed {cfg['train']['seed']}: {result['ms_mean']:.1f} ms/image "
+        f"({result['fps']:.1f} FPS, {result['flops'] / 1e9:.2f} GFLOPs) "
         f"at {ev['img_size']} on {result['device']}"
     )
     return result
 
 
 def report(params_path: str, results: Path) -> list[Path]:
-    from study.report.tables import build_report
+    from study.report import build_report
 
-    variants = load_params(params_path).get("variants")
-    return build_report(results, variants, results / "tables")
+    return build_report(load_params(params_path), results, results / "tables")
 
 
 def import_official(

@@ -50,7 +50,14 @@ def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def git_revision(cwd: str | os.PathLike[str] | None = None) -> str:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``.
+
+    Outside a git checkout (a copy of the tree sent to another machine), ``$STUDY_GIT_REVISION``
+    names the commit the copy was made from, as ``<sha> (copy)``.
+    """
+    copied = os.environ.get("STUDY_GIT_REVISION")
+    if copied and not (Path(cwd or ".") / ".git").exists():
+        return f"{copied} (copy)"
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

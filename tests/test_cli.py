@@ -78,7 +78,8 @@ def test_missing_experiment(
     err = capsys.readouterr().err
     assert err.startswith(f"study {command}: error: ")
     assert "experiments/no-such-exp.yaml" in err
-    assert "baseline" in err and "_base" not in err  # lists the known experiments
+    assert "table1/baseline" in err and "fusion/asff" in err  # lists the known experiments
+    assert "_base" not in err
     assert "Traceback" not in err
     assert err.count("\n") == 1
 
@@ -94,12 +95,12 @@ def test_config_errors_exit_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO)
-    assert main(["train", "baseline", "--set", "train.epochz=3"]) == 2
+    assert main(["train", "table1/baseline", "--set", "train.epochz=3"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'train.epochz'" in err and "epochs" in err
-    assert main(["train", "baseline", "--profile", "huge"]) == 2
+    assert main(["train", "table1/baseline", "--profile", "huge"]) == 2
     assert "unknown profile 'huge'" in capsys.readouterr().err
-    assert main(["train", "baseline", "--set", "train.epochs"]) == 2
+    assert main(["train", "table1/baseline", "--set", "train.epochs"]) == 2
     assert "KEY.PATH=VALUE" in capsys.readouterr().err
 
 
@@ -109,7 +110,8 @@ def test_missing_weights(
     monkeypatch.chdir(REPO)
     missing = tmp_path / "none.pt"
     for command in ("evaluate", "speed"):
-        assert main([command, "baseline", "--profile", "smoke", "--weights", str(missing)]) == 2
+        args = [command, "fusion/none", "--profile", "smoke", "--weights", str(missing)]
+        assert main(args) == 2
         err = capsys.readouterr().err
         assert f"study {command}: error: {missing}: weights file not found" in err
 
@@ -123,7 +125,8 @@ def _tiny_study(tmp_path: Path) -> Path:
     params = {
         "profile": "tiny",
         "dataset": "data",
-        "variants": ["baseline"],
+        "fusions": ["none"],
+        "seeds": [0],
         "profiles": {
             "tiny": {
                 "data": {"root": "data", "workers": 0},
@@ -144,7 +147,7 @@ def test_dataset_param_mismatch(
     params["dataset"] = "data/other"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(work)
-    assert main(["train", "baseline", "--max-iters", "1"]) == 2
+    assert main(["train", "table1/baseline", "--max-iters", "1"]) == 2
     err = capsys.readouterr().err
     assert "data.root='data'" in err and "'data/other'" in err and "Traceback" not in err
     assert not (work / "runs").exists()
@@ -204,6 +207,38 @@ def test_data_writes_the_synthetic_dataset(
     assert len(list((out / "train2017").iterdir())) == 3
     stats = json.loads((out / "stats.json").read_text())
     assert stats["params"]["seed"] == 1 and stats["params"]["img_size"] == 160
+
+
+def test_seed_names_the_run_and_sets_the_training_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _tiny_study(tmp_path)
+    monkeypatch.chdir(work)
+    assert main(["train", "fusion/none", "--seed", "3", "--max-iters", "1"]) == 0
+    summary = json.loads(Path("results/fusion/none/seed3/train_summary.json").read_text())
+    assert summary["config"]["train"]["seed"] == 3 and summary["config"]["name"] == "fusion/none"
+    assert Path("models/fusion/none/seed3.pt").is_file()
+    assert Path("runs/fusion/none/seed3/last.pt").is_file()
+    assert main(["evaluate", "fusion/none", "--seed", "3"]) == 0
+    metrics = json.loads(Path("results/fusion/none/seed3/metrics.json").read_text())
+    assert metrics["meta"]["config"]["train"]["seed"] == 3
+    assert Path("results/fusion/none/seed3/detections.json").is_file()
+    assert main(["evaluate", "fusion/none", "--seed", "4"]) == 2  # that run was never trained
+
+
+def test_bad_fusion_args_in_an_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _tiny_study(tmp_path)
+    (work / "experiments" / "fusion" / "typo.yaml").write_text(
+        "_base_: _base.yaml\nmodel: {fusion: asff, fusion_args: {compres: 4}}\n"
+    )
+    monkeypatch.chdir(work)
+    assert main(["train", "fusion/typo", "--max-iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "fusion/typo.yaml: model.fusion_args: fusion 'asff' has no argument(s) compres" in err
+    assert "valid: compress_c" in err and "Traceback" not in err
+    assert not (work / "runs").exists()
 
 
 def test_data_without_a_synthetic_section(

@@ -17,8 +17,9 @@ BASE = EXPERIMENTS / "_base.yaml"
 
 
 def load(name: str, **kw) -> dict:  # noqa: ANN003
+    """A Table 1 experiment (experiments/table1/<name>.yaml), named by its file as the CLI does."""
     kw.setdefault("params_path", None)
-    return load_experiment(EXPERIMENTS / f"{name}.yaml", **kw)
+    return load_experiment(EXPERIMENTS / "table1" / f"{name}.yaml", **kw)
 
 
 def write(path: Path, text: str) -> Path:

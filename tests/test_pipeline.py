@@ -11,71 +11,124 @@ from study.config import load_experiment, read_yaml
 from study.engine.schedule import LR_SCHEDULES, multiscale_sizes
 from study.errors import ConfigError
 from study.models import available
-from study.pipeline import MODELS, RESULTS, check_dataset_param, experiment_path
+from study.models.fusions import FUSIONS
+from study.pipeline import (
+    MODELS,
+    RESULTS,
+    RUNS,
+    check_dataset_param,
+    experiment_name,
+    experiment_path,
+    run_paths,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_PATH = REPO / "params.yaml"
 PARAMS = read_yaml(PARAMS_PATH)
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
-VARIANTS = PARAMS["variants"]
+STAGES = DVC["stages"]
 PROFILES = list(PARAMS["profiles"])
+# (group, matrix key, params list of experiments, params list of seeds)
+GROUPS = [("fusion", "fusion", "fusions", "seeds"), ("table1", "row", "table1", "table1_seeds")]
+EXPERIMENTS = [f"fusion/{f}" for f in PARAMS["fusions"]] + [
+    f"table1/{r}" for r in PARAMS["table1"] + PARAMS["table1_not_run"]
+]
 
 
-def dep_paths(stage: dict) -> list[str]:
+def dep_paths(stage: list) -> list[str]:
     """dvc.yaml deps/outs/metrics entries are strings or one-key mappings (path: options)."""
     return [d if isinstance(d, str) else next(iter(d)) for d in stage]
 
 
-def test_params_name_variants_and_profiles() -> None:
-    assert VARIANTS and len(VARIANTS) == len(set(VARIANTS))
+def test_params_name_experiments_seeds_and_profiles() -> None:
+    for key in ("fusions", "seeds", "table1", "table1_seeds"):
+        assert len(PARAMS[key]) == len(set(PARAMS[key])), key
+    assert len(PARAMS["seeds"]) >= 3  # the fusion study is over seeds
+    assert "none" in PARAMS["fusions"]  # the reference row of Table 3
+    assert not set(PARAMS["table1"]) & set(PARAMS["table1_not_run"])
     assert PARAMS["profile"] in PROFILES
-    assert {"default", "smoke", "paper"} <= set(PROFILES)
+    assert {"default", "smoke", "gpu", "paper"} <= set(PROFILES)
 
 
-def test_report_depends_on_every_variant_exactly() -> None:
-    deps = dep_paths(DVC["stages"]["report"]["deps"])
-    results = [d for d in deps if d.startswith(f"{RESULTS}/")]
-    expected = [f"{RESULTS}/{v}/{f}" for f in ("metrics.json", "speed.json") for v in VARIANTS]
-    assert sorted(results) == sorted(expected)
-    assert len(results) == len(set(results))
-    assert set(deps) - set(results) == {"study/report"}
-    assert DVC["stages"]["report"]["params"] == ["variants"]
+@pytest.mark.parametrize("fusion", PARAMS["fusions"])
+def test_each_listed_fusion_has_its_experiment_and_module(fusion: str) -> None:
+    """dvc.yaml depends on experiments/fusion/<name>.yaml and study/models/fusions/<name>.py."""
+    assert (REPO / "experiments" / "fusion" / f"{fusion}.yaml").is_file()
+    assert (REPO / "study" / "models" / "fusions" / f"{fusion}.py").is_file()
+    cfg = load_experiment(REPO / "experiments" / "fusion" / f"{fusion}.yaml", params_path=None)
+    assert cfg["model"]["fusion"] == fusion and fusion in FUSIONS
 
 
-@pytest.mark.parametrize("stage", ["train", "evaluate", "speed"])
-def test_per_variant_stages_loop_over_params_variants(stage: str) -> None:
-    assert DVC["stages"][stage]["foreach"] == "${variants}"
-    do = DVC["stages"][stage]["do"]
-    assert do["cmd"] == f"study {stage} ${{item}}"
-    assert {"profile", "profiles"} <= set(do["params"])
+@pytest.mark.parametrize(("group", "key", "names", "seeds"), GROUPS)
+def test_per_run_stages_are_matrices_over_experiments_and_seeds(
+    group: str, key: str, names: str, seeds: str
+) -> None:
+    for stage in ("train", "evaluate", "speed"):
+        body = STAGES[f"{stage}-{group}"]
+        assert body["matrix"] == {key: f"${{{names}}}", "seed": f"${{{seeds}}}"}
+        assert body["cmd"] == f"study {stage} {group}/${{item.{key}}} --seed ${{item.seed}}"
+        assert "profiles.${profile}" in body["params"]
+    run = f"{group}/${{item.{key}}}/seed${{item.seed}}"
+    train = STAGES[f"train-{group}"]
+    assert dep_paths(train["outs"]) == [
+        f"{MODELS}/{run}.pt",
+        f"{RESULTS}/{run}/train_summary.json",
+        f"{RESULTS}/{run}/live",
+    ]
+    evaluate = STAGES[f"evaluate-{group}"]
+    assert f"{MODELS}/{run}.pt" in evaluate["deps"] and "${dataset}" in evaluate["deps"]
+    assert dep_paths(evaluate["outs"]) == [f"{RESULTS}/{run}/detections.json"]
+    assert dep_paths(evaluate["metrics"]) == [f"{RESULTS}/{run}/metrics.json"]
+    speed = STAGES[f"speed-{group}"]
+    assert f"{MODELS}/{run}.pt" in speed["deps"]
+    assert {"study/eval/speed.py", "study/eval/postprocess.py"} <= set(speed["deps"])
+    assert dep_paths(speed["metrics"]) == [f"{RESULTS}/{run}/speed.json"]
 
 
-def test_stage_paths_match_the_pipeline_layout() -> None:
-    train = DVC["stages"]["train"]["do"]
-    assert f"{MODELS}/${{item}}.pt" in dep_paths(train["outs"])
-    assert f"{RESULTS}/${{item}}/train_summary.json" in dep_paths(train["outs"])
-    assert dep_paths(train["metrics"]) == [f"{RESULTS}/${{item}}/live/metrics.json"]
-    assert "${dataset}" in train["deps"] and "experiments" in train["deps"]
-    evaluate = DVC["stages"]["evaluate"]["do"]
-    assert f"{MODELS}/${{item}}.pt" in evaluate["deps"] and "${dataset}" in evaluate["deps"]
-    assert dep_paths(evaluate["metrics"]) == [f"{RESULTS}/${{item}}/metrics.json"]
-    assert dep_paths(evaluate["outs"]) == [f"{RESULTS}/${{item}}/detections.json"]
-    speed = DVC["stages"]["speed"]["do"]
-    assert dep_paths(speed["metrics"]) == [f"{RESULTS}/${{item}}/speed.json"]
-    data = DVC["stages"]["data"]
-    assert dep_paths(data["outs"]) == [PARAMS["synthetic"]["out"]]
+def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> None:
+    """A new or edited fusion module retrains only its own runs, yet every other file of
+    study/models (the code all models share) is a dependency of every fusion run."""
+    models = REPO / "study" / "models"
+    shared = {
+        p.relative_to(REPO).as_posix()
+        for p in models.rglob("*.py")
+        if p.parent != models / "fusions" or p.name in ("__init__.py", "resize.py")
+    }
+    for stage in ("train-fusion", "evaluate-fusion", "speed-fusion"):
+        deps = set(STAGES[stage]["deps"])
+        assert "study/models/fusions/${item.fusion}.py" in deps
+        assert shared <= deps, (stage, sorted(shared - deps))
+        assert "study/models" not in deps and "study/models/fusions" not in deps
+    assert "experiments/fusion/${item.fusion}.yaml" in STAGES["train-fusion"]["deps"]
+    assert "experiments" not in STAGES["train-fusion"]["deps"]
+    assert {"study/models", "study/data"} <= set(STAGES["evaluate-table1"]["deps"])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+def test_report_depends_on_every_run_and_its_params() -> None:
+    report = STAGES["report"]
+    assert {"results/fusion", "results/table1", "study/report"} <= set(report["deps"])
+    assert set(report["params"]) == {
+        "fusions",
+        "seeds",
+        "table1",
+        "table1_not_run",
+        "table1_seeds",
+        "report",
+    }
+    assert dep_paths(report["outs"]) == ["results/tables"]
+    assert dep_paths(STAGES["data"]["outs"]) == [PARAMS["synthetic"]["out"]]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_variant_loads_with_every_profile(
-    variant: str, profile: str, monkeypatch: pytest.MonkeyPatch
+def test_every_experiment_loads_with_every_profile(
+    experiment: str, profile: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO)
-    path = experiment_path(variant)
-    assert path == Path("experiments") / f"{variant}.yaml"
-    cfg = load_experiment(path, profile=profile, params_path="params.yaml")
-    assert cfg["name"] == variant and cfg["profile"] == profile
+    path = experiment_path(experiment)
+    assert path == Path("experiments") / f"{experiment}.yaml"
+    cfg = load_experiment(path, profile, "params.yaml", name=experiment_name(path))
+    assert cfg["name"] == experiment and cfg["profile"] == profile
     assert cfg["model"]["name"] in available()
     prof = PARAMS["profiles"][profile]
     assert cfg["data"]["root"] == prof["data"]["root"]
@@ -92,11 +145,25 @@ def test_every_variant_loads_with_every_profile(
 
 
 def test_active_profile_reads_the_declared_dataset() -> None:
-    cfg = load_experiment(
-        REPO / "experiments" / f"{VARIANTS[0]}.yaml", profile=None, params_path=PARAMS_PATH
-    )
+    cfg = load_experiment(REPO / "experiments" / "fusion" / "none.yaml", params_path=PARAMS_PATH)
     assert Path(cfg["data"]["root"]) == Path(PARAMS["dataset"])
     check_dataset_param(cfg, str(PARAMS_PATH), explicit_profile=False)
+
+
+def test_run_paths_of_an_experiment_and_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    path = experiment_path("fusion/asff")
+    cfg = load_experiment(path, "default", "params.yaml", {"train": {"seed": 2}}, "fusion/asff")
+    paths = run_paths(cfg)
+    assert paths.run_dir == RUNS / "fusion" / "asff" / "seed2"
+    assert paths.model == MODELS / "fusion" / "asff" / "seed2.pt"
+    assert paths.results == RESULTS / "fusion" / "asff" / "seed2"
+
+
+def test_experiment_name_is_the_path_below_experiments(tmp_path: Path) -> None:
+    assert experiment_name(REPO / "experiments" / "fusion" / "asff.yaml") == "fusion/asff"
+    assert experiment_name(Path("experiments/table1/bof.yaml")) == "table1/bof"
+    assert experiment_name(tmp_path / "mine.yaml") == "mine"
 
 
 def _params(tmp_path: Path, dataset: str | None) -> Path:
@@ -110,7 +177,7 @@ def _params(tmp_path: Path, dataset: str | None) -> Path:
 
 def test_check_dataset_param(tmp_path: Path) -> None:
     cfg = load_experiment(
-        REPO / "experiments" / "baseline.yaml",
+        REPO / "experiments" / "table1" / "baseline.yaml",
         params_path=None,
         overrides={"data": {"root": "data/synthetic"}},
     )
@@ -137,8 +204,7 @@ def test_experiment_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     msg = str(info.value)
     assert msg.startswith("experiments/nope.yaml: no experiment 'nope'; known: ")
     known = msg.split("known: ")[1].split(", ")
-    assert known == sorted(p.stem for p in (REPO / "experiments").glob("[!_]*.yaml"))
-    assert set(VARIANTS) <= set(known)
+    assert set(EXPERIMENTS) <= set(known) and "fusion/_base" not in known
     exp = tmp_path / "mine.yml"
     exp.write_text("name: x\n")
     assert experiment_path(str(exp)) == exp

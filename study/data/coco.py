@@ -28,6 +28,7 @@ from study.errors import DataError
 log = logging.getLogger(__name__)
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
+CACHE_LIMIT_BYTES = 8 * 2**30  # decoded images kept in memory by ``cache_images`` at most
 
 
 def annotation_file(root: str | os.PathLike[str], split: str) -> Path:
@@ -156,6 +157,7 @@ class CocoDetection(Dataset):
         split: str,
         transforms: Callable[[Any, Any], Any] | None = None,
         max_images: int | None = None,
+        cache_images: bool = False,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -189,6 +191,9 @@ class CocoDetection(Dataset):
         }
         for img_id in ids:
             self._targets[img_id] = self._prepare(img_id)
+        self._images: dict[int, np.ndarray] = {}
+        if cache_images:
+            self._cache_images()
         s = self.box_stats
         if s["clipped"] or s["dropped_degenerate"] or s["dropped_outside"]:
             log.warning(
@@ -224,6 +229,20 @@ class CocoDetection(Dataset):
         self.box_stats["clipped"] += int(clipped.sum())
         return xyxy.astype(np.float32), labels[keep]
 
+    def _cache_images(self) -> None:
+        """Decode every image once (before DataLoader workers fork, so they share the pages)."""
+        infos = [self.coco.imgs[i] for i in self.ids]
+        sizes = [(info.get("width"), info.get("height")) for info in infos]
+        need = sum(3 * w * h for w, h in sizes if isinstance(w, int) and isinstance(h, int))
+        if need > CACHE_LIMIT_BYTES:
+            raise DataError(
+                f"{self.ann_file}: caching {len(self.ids)} decoded images needs about "
+                f"{need / 2**30:.1f} GiB (limit {CACHE_LIMIT_BYTES / 2**30:.0f} GiB); "
+                "set data.cache_images: false for a dataset this large"
+            )
+        for index, img_id in enumerate(self.ids):
+            self._images[img_id] = load_rgb(self.image_path(index))
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -234,7 +253,8 @@ class CocoDetection(Dataset):
     def load_sample(self, index: int) -> Sample:
         """The sample before transforms: uint8 RGB image and a target with XYXY boxes."""
         img_id = self.ids[index]
-        arr = load_rgb(self.image_path(index))
+        cached = self._images.get(img_id)
+        arr = cached.copy() if cached is not None else load_rgb(self.image_path(index))
         h, w = arr.shape[:2]
         boxes, labels = self._targets[img_id]
         info = self.coco.imgs[img_id]

@@ -22,7 +22,8 @@ def lr_at(
       at ``cosine_end_epoch``, then fixed at ``min_lr``.
     - ``paper``: linear warm-up over ``warmup_epochs``, then cosine per iteration from ``base`` to
       ``min_lr`` at the end of training.
-    - ``step``: the official non-cosine schedule: burn-in, then x0.1 at each epoch in ``steps``.
+    - ``step``: the official non-cosine schedule: burn-in, then x0.1 at each epoch in ``steps``
+      (fractional epochs allowed: ``steps: [6.8]`` decays 80 % into epoch 7).
     """
     name = sched["name"]
     warm = float(sched["warmup_epochs"])
@@ -36,7 +37,7 @@ def lr_at(
         power = 1.0 if name == "paper" else float(sched["warmup_power"])
         return base_lr * (progress / warm) ** power
     if name == "step":
-        return base_lr * 0.1 ** sum(epoch >= s for s in sched["steps"])
+        return base_lr * 0.1 ** sum(progress >= float(s) for s in sched["steps"])
     if name == "paper":
         t = min(1.0, (progress - warm) / max(1e-9, epochs - warm))
         return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from study.data import CocoDetection, MixupDataset, build_train_transforms, collate
 from study.engine import schedule
 from study.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from study.engine.ema import ModelEMA
 from study.engine.loss import YOLOLoss
 from study.errors import StudyError, TrainingDiverged
 from study.models import build_model
@@ -101,16 +102,45 @@ def sync_batchnorm(model: nn.Module, enabled: bool, device: torch.device) -> nn.
     return model
 
 
-def build_model_from_cfg(cfg: dict[str, Any], num_classes: int) -> nn.Module:
+def model_overrides(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``build_model`` keywords of an experiment's ``model`` section (beyond its name)."""
     m = cfg["model"]
-    return build_model(
-        m["name"],
-        num_classes=num_classes,
-        width=m["width"],
-        depth=m["depth"],
-        anchors=m["anchors"],
-        **(m.get("overrides") or {}),
-    )
+    over = {"width": m["width"], "depth": m["depth"], "anchors": m["anchors"]}
+    over.update(m.get("overrides") or {})
+    if m.get("fusion") is not None:
+        over["fusion"] = m["fusion"]
+    if m.get("fusion_args"):
+        over["fusion_args"] = dict(m["fusion_args"])
+    return over
+
+
+def build_model_from_cfg(cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    return build_model(cfg["model"]["name"], num_classes=num_classes, **model_overrides(cfg))
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(model: nn.Module, tc: dict[str, Any]) -> torch.optim.Optimizer:
+    """``train.optimizer``: ``sgd`` (official: momentum SGD) or ``adamw`` (decoupled decay,
+    ``momentum`` as beta1, beta2 0.999).
+
+    Weight decay applies to convolution weights only, not to BatchNorm parameters and biases,
+    as the official code intends ("set weight decay only on conv.weight").
+    """
+    name = tc["optimizer"]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": float(tc["weight_decay"])},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    lr, momentum = float(tc["lr"]), float(tc["momentum"])
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
+    raise StudyError(f"train.optimizer: unknown {name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 class Trainer:
@@ -135,7 +165,12 @@ class Trainer:
         if self.tc["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
         dc = cfg["data"]
-        self.dataset = CocoDetection(dc["root"], dc["train_split"], max_images=dc["max_images"])
+        self.dataset = CocoDetection(
+            dc["root"],
+            dc["train_split"],
+            max_images=dc["max_images"],
+            cache_images=bool(dc["cache_images"]),
+        )
         self.train_set = MixupDataset(
             self.dataset,
             alpha=self.tc["mixup"]["alpha"],
@@ -159,6 +194,8 @@ class Trainer:
         self.channels_last = cl is True or (cl == "auto" and self.device.type == "cuda")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        ema = self.tc["ema"]
+        self.ema = ModelEMA(self.model, ema["decay"], ema["ramp"]) if ema["enabled"] else None
         self.net: nn.Module = self.model
         if self.dist.enabled:
             self.net = sync_batchnorm(self.net, self.tc["sync_bn"], self.device)
@@ -172,17 +209,17 @@ class Trainer:
             self.tc["iou_loss"],
             self.tc["label_smoothing"],
         )
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(),
-            lr=self.tc["lr"],
-            momentum=self.tc["momentum"],
-            weight_decay=self.tc["weight_decay"],
-        )
+        self.optimizer = build_optimizer(self.model, self.tc)
         self.amp = amp_dtype(self.tc["amp"], self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.per_rank_batch = max(1, self.tc["batch_size"] // self.dist.world_size)
         self.start_epoch, self.global_iter = 0, 0
         self.hash = config_hash(cfg)
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights a run delivers: the moving average when ``train.ema`` is on."""
+        return self.ema.module if self.ema else self.model
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -198,6 +235,7 @@ class Trainer:
             "config_hash": self.hash,
             "config": self.cfg,
             "model": self.model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": {
@@ -217,6 +255,8 @@ class Trainer:
             log.warning("%s: written by a different config; starting afresh", self.ckpt_path)
             return False
         self.model.load_state_dict(state["model"])
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         random.setstate(state["rng"]["python"])
@@ -292,6 +332,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), tc["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model)
         self.global_iter += 1
         # One collective for all terms (not one per term) in the hot loop.
         values = all_reduce_mean(torch.stack([v.detach() for v in losses.values()]), self.dist)
@@ -351,7 +393,7 @@ class Trainer:
                 and (epoch + 1) % self.tc["eval_every"] == 0
             ):
                 if self.dist.is_main:
-                    ap = self.evaluate_fn(self.model, epoch)
+                    ap = self.evaluate_fn(self.final_model, epoch)
                     record.update({f"val/{k}": v for k, v in ap.items()})
                     if live:
                         for k, v in ap.items():

@@ -28,6 +28,23 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_flops(model: nn.Module, img_size: int) -> int:
+    """FLOPs of one forward pass at batch 1 and ``img_size``, counted by
+    ``torch.utils.flop_counter`` (a multiply-add counts 2) on the model's device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, img_size, img_size, device=device)
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -90,6 +107,8 @@ def measure_speed(
         "ms_p90": _percentile(times_ms, 90),
         "fps": 1000.0 / mean,
         "params": count_parameters(model),
+        "flops": count_flops(model, img_size),
+        "flops_unit": "FLOPs per image at img_size (multiply-add = 2; torch.utils.flop_counter)",
         "device": device_description(device),
         "img_size": img_size,
         "batch": batch,

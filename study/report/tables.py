@@ -1,15 +1,11 @@
-"""Comparison tables from ``results/<variant>/*.json``: markdown for people, CSV for tools.
+"""Paper-style tables: Table 3 (fusion strategies over seeds) and Table 1 (the component chain).
 
-Each variant's ``metrics.json`` (written by ``study.eval.coco_eval``) is required;
-``speed.json`` (``study.eval.speed.measure_speed``) and ``train_summary.json`` (the trainer's wall
-time) are optional. AP values are shown as percentages (COCOeval fraction x 100) with one decimal;
-``ΔAP`` is each variant's AP minus the reference variant's, in points. An empty cell means no
-value: a size bucket without ground truth (COCOeval's -1), or a file that was not written.
+Each table is written as Markdown (for people, with a caption that names the profile, dataset
+and method) and CSV (unrounded numbers, for tools). AP values are shown as COCO AP x 100.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,31 +13,20 @@ from typing import Any
 
 import pandas as pd
 
-from study.errors import StudyError
+from study.report.collect import AP_COLUMNS
 from study.utils import write_text
 
-AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-DELTA = "ΔAP"
-PAPER_AP = "paper AP (COCO val2017, 608)"
-PAPER_MS = "paper ms (V100, 608)"
-PAPER_SOURCE = "paper source"
 MISSING = "–"
-# Keys of train_summary.json that may hold the training wall time in seconds (first found wins).
-WALL_KEYS = ("wall_seconds", "wall_time_s", "train_seconds", "seconds")
 
-# The paper's numbers (shared/PAPER.md), in percent, at 608. Sources: [paper] the paper's
-# text, [README] the official README, [reprint] the ASFF rows reprinted in the YOLOv4/YOLOX papers.
-# Times are the README's per-image milliseconds on a V100.
-PAPER_REFERENCE: dict[str, dict[str, Any]] = {
-    "yolov3-original": {
-        "AP": 33.0,
-        "ms": 20.0,
-        "split": "val2017",
-        "source": "paper (AP), README (ms)",
-    },
-    "bof": {"AP": 37.0, "ms": 20.0, "split": "val2017", "source": "README (AP, ms)"},
-    "baseline": {"AP": 38.8, "ms": 20.0, "split": "val2017", "source": "paper (AP), README (ms)"},
-    "asff": {"AP": 40.6, "ms": 22.0, "split": "val2017", "source": "paper (AP), README (ms)"},
+# The paper's numbers (shared/PAPER.md), COCO val2017 at 608 unless said; sources: [paper] the
+# paper's text, [README] the official README, [reprint] the ASFF rows reprinted in the YOLOv4 and
+# YOLOX papers. Times are the README's per-image milliseconds on a V100.
+PAPER_TABLE1: dict[str, dict[str, Any]] = {
+    "yolov3-original": {"AP": 33.0, "ms": 20.0, "source": "paper (AP), README (ms)"},
+    "bof": {"AP": 37.0, "ms": 20.0, "source": "README (AP, ms)"},
+    "ga": {"source": "not reported"},
+    "baseline": {"AP": 38.8, "ms": 20.0, "source": "paper (AP), README (ms)"},
+    "asff": {"AP": 40.6, "ms": 22.0, "source": "paper (AP), README (ms)"},
     "asff-star": {
         "AP": 42.4,
         "AP50": 63.0,
@@ -50,177 +35,161 @@ PAPER_REFERENCE: dict[str, dict[str, Any]] = {
         "APm": 45.7,
         "APl": 52.3,
         "ms": 22.0,
-        "split": "test-dev",
-        "source": "reprint (AP, test-dev), README (ms)",
+        "source": "reprint (test-dev), README (ms)",
     },
+}
+# Table 3 of the paper (fusion on the strong baseline, val2017, 608): only ASFF has numbers.
+PAPER_TABLE3: dict[str, str] = {
+    "none": "38.8 AP (strong baseline)",
+    "asff": "40.6 AP: +1.8; APs +2.9, APm +2.9, APl about equal",
+    "sum": "APs, APm higher, APl clearly lower (numbers not published)",
+    "concat": "APs, APm higher, APl clearly lower (numbers not published)",
+    "scalar": "not in the paper (BiFPN's fusion)",
 }
 
 
-def _read_json(path: Path, required: bool) -> Any:
-    """Parsed JSON, None for an optional file that is absent; StudyError naming the file."""
-    if not path.is_file():
-        if required:
-            raise StudyError(f"{path}: file not found (has this variant been evaluated?)")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: invalid JSON: {exc}") from None
+def pct(value: float) -> float:
+    return math.nan if value is None or pd.isna(value) else 100.0 * float(value)
 
 
-def _percent(value: Any, path: Path, key: str) -> float:
-    """A metric fraction (or null) as a percentage (NaN for null)."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise StudyError(f"{path}: key {key!r} must be a number or null, got {value!r}")
-    return 100.0 * float(value)
-
-
-def _read_variant(results_dir: Path, variant: str) -> dict[str, Any]:
-    """One table row: AP columns from metrics.json, speed and wall time where present."""
-    path = results_dir / variant / "metrics.json"
-    metrics = _read_json(path, required=True)
-    if not isinstance(metrics, dict):
-        raise StudyError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
-    missing = [k for k in AP_COLUMNS if k not in metrics]
-    if missing:
-        raise StudyError(f"{path}: missing keys {', '.join(missing)}")
-    row: dict[str, Any] = {"variant": variant}
-    row.update({k: _percent(metrics[k], path, k) for k in AP_COLUMNS})
-
-    speed_path = results_dir / variant / "speed.json"
-    speed = _read_json(speed_path, required=False)
-    if isinstance(speed, dict):
-        ms = speed.get("ms_mean", speed.get("ms"))
-        row["ms"] = float(ms) if ms is not None else math.nan
-        row["fps"] = float(speed["fps"]) if speed.get("fps") is not None else math.nan
-        if speed.get("params") is not None:
-            row["params M"] = float(speed["params"]) / 1e6
-    elif speed is not None:
-        raise StudyError(f"{speed_path}: expected a JSON object")
-
-    summary_path = results_dir / variant / "train_summary.json"
-    summary = _read_json(summary_path, required=False)
-    if isinstance(summary, dict):
-        wall = next((summary[k] for k in WALL_KEYS if summary.get(k) is not None), None)
-        if wall is not None:
-            row["train min"] = float(wall) / 60.0
-    elif summary is not None:
-        raise StudyError(f"{summary_path}: expected a JSON object")
-    return row
-
-
-def pick_reference(variants: Sequence[str], reference: str | None = None) -> str:
-    """``reference`` if given, else ``baseline`` when present, else the first variant."""
-    if reference is not None:
-        if reference not in variants:
-            raise StudyError(f"reference variant {reference!r} is not among {', '.join(variants)}")
-        return reference
-    return "baseline" if "baseline" in variants else variants[0]
-
-
-def collect_metrics(
-    results_dir: str | Path, variants: Sequence[str], reference: str | None = None
-) -> pd.DataFrame:
-    """One row per variant: AP columns in percent, ``ΔAP`` vs the reference, speed if measured.
-
-    Values are unrounded; ``write_tables`` rounds for display. ``df.attrs["reference"]`` names the
-    reference variant.
-    """
-    if not variants:
-        raise StudyError("no variants to collect")
-    results_dir = Path(results_dir)
-    ref = pick_reference(list(variants), reference)
-    df = pd.DataFrame([_read_variant(results_dir, v) for v in variants])
-    ref_ap = df.loc[df["variant"] == ref, "AP"].iloc[0]
-    df.insert(len(AP_COLUMNS) + 1, DELTA, df["AP"] - ref_ap)
-    df.attrs["reference"] = ref
-    return df
-
-
-def add_paper_columns(df: pd.DataFrame, paper: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Copy of ``df`` with the paper's AP (and ms, source) beside the measured values."""
-    out = df.copy()
-    rows = [paper.get(v, {}) for v in out["variant"]]
-    out[PAPER_AP] = [r.get("AP", math.nan) for r in rows]
-    if any("ms" in r for r in paper.values()):
-        out[PAPER_MS] = [r.get("ms", math.nan) for r in rows]
-    if any("source" in r for r in paper.values()):
-        out[PAPER_SOURCE] = [r.get("source", MISSING) for r in rows]
-    return out
-
-
-def _fmt(value: Any, column: str) -> str:
-    """Display form of a cell: one decimal (two for params), a sign on deltas, '–' if missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _num(value: float, digits: int = 1, sign: bool = False) -> str:
+    if value is None or pd.isna(value):
         return MISSING
-    if isinstance(value, str):
-        return value
-    if column == DELTA:
-        return f"{value:+.1f}"
-    return f"{value:.2f}" if column == "params M" else f"{value:.1f}"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def _rounded(df: pd.DataFrame) -> pd.DataFrame:
-    """Numbers rounded as displayed, for the CSV."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]):
-            out[col] = out[col].round(2 if col == "params M" else 1)
-    return out
+def _mean_std(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return MISSING
+    return _num(pct(mean)) if pd.isna(std) else f"{pct(mean):.1f} ± {pct(std):.1f}"
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    """The table as GitHub markdown, numbers formatted, explained below the table."""
-    shown = pd.DataFrame({c: [_fmt(v, c) for v in df[c]] for c in df.columns})
-    align = ["left" if c in ("variant", PAPER_SOURCE) else "right" for c in shown.columns]
-    table = shown.to_markdown(index=False, disable_numparse=True, colalign=align)
-    ref = df.attrs.get("reference")
-    notes = ["COCO box AP x 100 (COCOeval), one decimal."]
-    if ref is not None:
-        notes.append(f"{DELTA}: AP minus the AP of `{ref}`, in points.")
-    notes.append(f"{MISSING}: no value (no ground truth of that object size, or not measured).")
-    if "ms" in df.columns:
-        notes.append("ms: per image (speed.json: forward + decode + NMS, CUDA-synchronized).")
-    return table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+def _delta(row: Mapping[str, Any] | None) -> str:
+    """'+1.2 [+0.4, +2.0]' in points, with 'within noise' when the interval covers 0."""
+    if row is None or pd.isna(row["delta"]):
+        return MISSING
+    text = f"{pct(row['delta']):+.1f} [{pct(row['lo']):+.1f}, {pct(row['hi']):+.1f}]"
+    return text + (" within noise" if row["within_noise"] else "")
 
 
-def write_tables(
-    df: pd.DataFrame,
-    out_dir: str | Path,
-    name: str = "comparison",
-    paper: Mapping[str, Mapping[str, Any]] | None = None,
+def fusion_table(
+    summary: pd.DataFrame,
+    deltas: pd.DataFrame,
+    reference: str,
+    names: Mapping[str, str],
+    min_ap: float,
+    seeds: Sequence[int],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display table, numeric table) of Table 3: one row per strategy."""
+    shown, numeric = [], []
+    for _, row in summary.iterrows():
+        exp = row["experiment"]
+        strategy = names[exp]
+        d = {m: _lookup(deltas, exp, m) for m in ("AP", "APs", "APm", "APl")}
+        learned = not pd.isna(row["AP"]) and row["AP"] >= min_ap
+        shown.append(
+            {
+                "strategy": strategy,
+                **{m: _mean_std(row[m], row[f"{m}_std"]) for m in AP_COLUMNS},
+                **{
+                    f"Δ{m} vs {names[reference]}": (
+                        "reference" if exp == reference else _delta(d[m])
+                    )
+                    for m in d
+                },
+                "ΔAP per seed": (
+                    ", ".join(_num(pct(v), sign=True) for v in d["AP"]["per_seed"])
+                    if exp != reference and d["AP"] is not None
+                    else MISSING
+                ),
+                "params M": _num(row["params"] / 1e6, 2),
+                "GFLOPs": _num(row["flops"] / 1e9, 2),
+                "ms": _num(row["ms"]),
+                "seeds": str(int(row["seeds"])),
+                "paper (COCO, GA head, 608)": PAPER_TABLE3.get(strategy, MISSING),
+                "note": "" if learned else f"AP < {min_ap:.2f}: left to the gpu profile",
+            }
+        )
+        num = {"strategy": strategy, "experiment": exp, "seeds": int(row["seeds"])}
+        for m in AP_COLUMNS:
+            num[m] = pct(row[m])
+            num[f"{m}_std"] = pct(row[f"{m}_std"])
+        for m, dr in d.items():
+            for key in ("delta", "lo", "hi"):
+                num[f"d{m}_{key}"] = pct(dr[key]) if dr is not None else math.nan
+            num[f"d{m}_within_noise"] = dr["within_noise"] if dr is not None else None
+            per_seed = dr["per_seed"] if dr is not None else []
+            for seed, value in zip(seeds, per_seed, strict=False):
+                num[f"d{m}_seed{seed}"] = pct(value)
+        num.update(params=row["params"], flops=row["flops"], ms=row["ms"], learned=learned)
+        numeric.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numeric)
+
+
+def _lookup(deltas: pd.DataFrame, exp: str, metric: str) -> dict[str, Any] | None:
+    if deltas.empty:
+        return None
+    hit = deltas[(deltas["experiment"] == exp) & (deltas["metric"] == metric)]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def table1_table(
+    summary: pd.DataFrame, rows: Sequence[str], not_run: Sequence[str], min_ap: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numeric) Table 1: trained rows with their metrics, the paper's AP beside them;
+    rows below ``min_ap`` or not run on this profile marked so instead of shown as numbers."""
+    by_exp = {r["experiment"]: r for _, r in summary.iterrows()}
+    shown, numeric = [], []
+    for name in [*rows, *not_run]:
+        exp = f"table1/{name}"
+        paper = PAPER_TABLE1.get(name, {})
+        row = by_exp.get(exp)
+        learned = row is not None and not pd.isna(row["AP"]) and row["AP"] >= min_ap
+        if row is None:
+            note = "not trained on this profile (params.yaml `table1_not_run`)"
+        elif not learned:
+            note = f"AP {pct(row['AP']):.1f} < {100 * min_ap:.0f}: left to the gpu profile"
+        else:
+            note = ""
+        cells = {
+            m: (_mean_std(row[m], row[f"{m}_std"]) if learned else MISSING) for m in AP_COLUMNS
+        }
+        shown.append(
+            {
+                "row": name,
+                **cells,
+                "ms": _num(row["ms"]) if row is not None else MISSING,
+                "params M": _num(row["params"] / 1e6, 2) if row is not None else MISSING,
+                "paper AP": _num(paper.get("AP", math.nan)),
+                "paper ms (V100)": _num(paper.get("ms", math.nan)),
+                "paper source": paper.get("source", MISSING),
+                "note": note,
+            }
+        )
+        num = {"row": name, "learned": learned}
+        for m in AP_COLUMNS:
+            num[m] = pct(row[m]) if row is not None else math.nan
+        num.update(paper_AP=paper.get("AP", math.nan))
+        numeric.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numeric)
+
+
+def to_markdown(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) -> str:
+    """GitHub Markdown: the caption, the table, then notes as a list."""
+    left = {"strategy", "row", "paper source", "note", "paper (COCO, GA head, 608)"}
+    align = ["left" if c in left else "right" for c in table.columns]
+    body = table.to_markdown(index=False, disable_numparse=True, colalign=align)
+    text = f"{caption}\n\n{body}\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text
+
+
+def write_table(
+    out_dir: Path, name: str, shown: pd.DataFrame, numeric: pd.DataFrame, caption: str, notes=()
 ) -> list[Path]:
-    """Write ``<out_dir>/<name>.md`` and ``<name>.csv`` atomically; return their paths."""
-    out_dir = Path(out_dir)
-    table = add_paper_columns(df, paper) if paper is not None else df.copy()
-    table.attrs = dict(df.attrs)
-    md_path, csv_path = out_dir / f"{name}.md", out_dir / f"{name}.csv"
-    write_text(md_path, to_markdown(table))
-    write_text(csv_path, _rounded(table).to_csv(index=False))
-    return [md_path, csv_path]
-
-
-def discover_variants(results_dir: str | Path) -> list[str]:
-    """Sorted names of the ``results/<variant>/`` folders that hold a metrics.json."""
-    return sorted(p.parent.name for p in Path(results_dir).glob("*/metrics.json"))
-
-
-def build_report(
-    results_dir: str | Path,
-    variants: Sequence[str] | None = None,
-    out_dir: str | Path | None = None,
-) -> list[Path]:
-    """What ``study report`` runs: the comparison table with the paper's numbers beside it.
-
-    ``variants`` None means every evaluated variant in ``results_dir``; ``out_dir`` defaults to
-    ``results_dir/tables``.
-    """
-    results_dir = Path(results_dir)
-    variants = list(variants) if variants else discover_variants(results_dir)
-    if not variants:
-        raise StudyError(f"{results_dir}: no results/<variant>/metrics.json found")
-    df = collect_metrics(results_dir, variants)
-    out = Path(out_dir) if out_dir is not None else results_dir / "tables"
-    return write_tables(df, out, paper=PAPER_REFERENCE)
+    """``<name>.md`` and ``<name>.csv`` under ``out_dir``, atomically."""
+    md, csv = Path(out_dir) / f"{name}.md", Path(out_dir) / f"{name}.csv"
+    write_text(md, to_markdown(shown, caption, notes))
+    write_text(csv, numeric.to_csv(index=False))
+    return [md, csv]

@@ -82,11 +82,14 @@ def make_coco(tmp_path: Path) -> MakeCoco:
     return build
 
 
-@pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """A 200-image synthetic benchmark (160 train / 40 val, 256 px, seed 0) and its stats."""
+@pytest.fixture(scope="session", params=[1, 2], ids=["v1", "v2"])
+def synthetic_root(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[Path, dict[str, Any]]:
+    """A 200-image synthetic benchmark (160 train / 40 val, 256 px, seed 0) of each version and
+    its stats (``stats["params"]["version"]``)."""
     from study.data.synthetic import generate
 
-    root = tmp_path_factory.mktemp("synthetic")
-    stats = generate(root, num_train=160, num_val=40, img_size=256, seed=0)
+    root = tmp_path_factory.mktemp(f"synthetic-v{request.param}")
+    stats = generate(root, num_train=160, num_val=40, img_size=256, seed=0, version=request.param)
     return root, stats

@@ -93,3 +93,29 @@ def test_image_without_boxes_is_kept(make_coco):
     assert t["labels"].tolist() == [2]  # category ids 1, 2, 5 -> labels 0, 1, 2
     assert ds.label_to_cat_id == [1, 2, 5]
     assert np.array_equal(ds[0][0].permute(1, 2, 0).numpy(), rgb(20, 30))
+
+
+def test_cached_images_equal_decoded_ones_and_are_not_shared(synthetic_root):
+    root, _ = synthetic_root
+    plain = CocoDetection(root, "val2017", max_images=4)
+    cached = CocoDetection(root, "val2017", max_images=4, cache_images=True)
+    assert len(cached._images) == 4
+    for i in range(4):
+        (a, ta), (b, tb) = plain[i], cached[i]
+        assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
+    image, _ = cached[0]
+    image.zero_()  # a transform writing into its input must not change the cache
+    again, _ = cached[0]
+    assert torch.equal(again, plain[0][0])
+
+
+def test_cache_too_large_is_refused_before_loading(make_coco, monkeypatch):
+    import pytest
+
+    from study.data import coco as coco_module
+    from study.errors import DataError
+
+    root = make_coco({"a.png": rgb(8, 8)}, sizes={"a.png": (4000, 4000)})
+    monkeypatch.setattr(coco_module, "CACHE_LIMIT_BYTES", 1000)
+    with pytest.raises(DataError, match="caching 1 decoded images .*data.cache_images: false"):
+        CocoDetection(root, "val2017", cache_images=True)

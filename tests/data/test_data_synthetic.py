@@ -12,9 +12,16 @@ import pytest
 from pycocotools.cocoeval import COCOeval
 
 from study.data import CocoDetection, coco_api, size_bucket
-from study.data.synthetic import CLASS_NAMES, generate
+from study.data.synthetic import VERSIONS, class_names, generate
+from study.data.synthetic.common import coverage
+from study.data.synthetic.v2 import MAX_COVER, MAX_TOTAL_COVER
 
-COCO_MIX = {"small": 0.41, "medium": 0.34, "large": 0.25}
+# Size mix per version: v1 follows COCO's 41/34/25 %; v2 has one large object per image and
+# more small and medium ones (study/data/synthetic/v2.py).
+SIZE_MIX = {
+    1: {"small": 0.41, "medium": 0.34, "large": 0.25},
+    2: {"small": 0.45, "medium": 0.36, "large": 0.19},
+}
 
 
 def _files(root):
@@ -72,15 +79,15 @@ def _all_annotations(root):
     return [a for s in ("train2017", "val2017") for a in _load(root, s)["annotations"]]
 
 
-def test_size_mix_near_coco(synthetic_root):
+def test_size_mix_of_each_version(synthetic_root):
     root, stats = synthetic_root
     anns = _all_annotations(root)
-    assert len(anns) > 900  # ~6 boxes per image on 200 images
+    assert len(anns) > 750  # 4-5 boxes per image on 200 images
     counts = defaultdict(int)
     for a in anns:
         counts[size_bucket(a["area"])] += 1
         assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3], abs=0.02)
-    for bucket, target in COCO_MIX.items():
+    for bucket, target in SIZE_MIX[stats["params"]["version"]].items():
         frac = counts[bucket] / len(anns)
         assert abs(frac - target) <= 0.05, (bucket, frac)
         assert stats["size_mix"][bucket] == pytest.approx(frac, abs=1e-4)
@@ -116,11 +123,13 @@ def test_every_image_has_all_sizes_and_nesting(synthetic_root):
 
 def test_classes_differ_by_shape_and_all_occur(synthetic_root):
     root, stats = synthetic_root
+    names = class_names(stats["params"]["version"])
     d = _load(root, "train2017")
-    assert len(d["categories"]) == len(CLASS_NAMES) >= 8
-    assert [c["id"] for c in d["categories"]] == list(range(1, len(CLASS_NAMES) + 1))
+    assert len(d["categories"]) == len(names) == {1: 10, 2: 5}[stats["params"]["version"]]
+    assert [c["name"] for c in d["categories"]] == list(names)
+    assert [c["id"] for c in d["categories"]] == list(range(1, len(names) + 1))
     used = {a["category_id"] for a in d["annotations"]}
-    assert used == set(range(1, len(CLASS_NAMES) + 1))
+    assert used == set(range(1, len(names) + 1))
     assert min(stats["per_class"].values()) >= 50
 
 
@@ -140,9 +149,10 @@ def test_colours_independent_of_class(synthetic_root):
 
 
 def test_loads_in_dataset_and_cocoeval_perfect_detections(synthetic_root):
-    root, _ = synthetic_root
+    root, stats = synthetic_root
+    n_classes = len(class_names(stats["params"]["version"]))
     ds = CocoDetection(root, "val2017")
-    assert len(ds) == 40 and ds.num_classes == len(CLASS_NAMES)
+    assert len(ds) == 40 and ds.num_classes == n_classes
     assert ds.box_stats["clipped"] == 0 and ds.box_stats["dropped_degenerate"] == 0
     image, _ = ds[0]
     assert image.shape == (3, 256, 256)
@@ -173,4 +183,47 @@ def test_loads_in_dataset_and_cocoeval_perfect_detections(synthetic_root):
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    assert ev.stats[0] == pytest.approx(0.9, abs=1e-6)
+    assert ev.stats[0] == pytest.approx(1 - 1 / n_classes, abs=1e-6)
+
+
+# Version 1's output for (6 train, 4 val, 160 px, seed 0), stats.json excluded: sha256 over the
+# sorted per-file sha256 lines, as `find . -type f | sort | xargs sha256sum | sha256sum` prints.
+V1_REFERENCE = "f22558e2b17cc8562faaa18e8d952486f95ab2e70919690f2fcb0dc445f5529d"
+
+
+def test_version_1_is_byte_identical_to_the_original_generator(tmp_path):
+    import hashlib
+
+    generate(tmp_path, num_train=6, num_val=4, img_size=160, seed=0, version=1)
+    lines = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  ./{name}\n" for name, data in _files(tmp_path).items()
+    )
+    assert hashlib.sha256(lines.encode()).hexdigest() == V1_REFERENCE
+
+
+def test_unknown_version_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown synthetic benchmark version 3; known: 1, 2"):
+        generate(tmp_path, 1, 1, version=3)
+    assert set(VERSIONS) == {1, 2}
+
+
+def test_version_2_bounds_occlusion_and_nests_on_the_large_object(tmp_path):
+    generate(tmp_path, num_train=150, num_val=0, img_size=160, seed=5, version=2)
+    d = _load(tmp_path, "train2017")
+    by_image = defaultdict(list)
+    for a in d["annotations"]:  # in drawing order: later boxes are drawn over earlier ones
+        by_image[a["image_id"]].append(a)
+    tol = 0.005  # boxes are rounded to 0.01 px after placement
+    for anns in by_image.values():
+        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+        large = [i for i, a in enumerate(anns) if size_bucket(a["area"]) == "large"]
+        assert len(large) == 1
+        for i in range(len(boxes)):
+            hidden = [coverage(later, boxes[i : i + 1])[0] for later in boxes[i + 1 :]]
+            assert max(hidden, default=0) <= MAX_COVER + tol
+            assert sum(hidden) <= MAX_TOTAL_COVER + tol
+        lb = boxes[large[0]]
+        first_small = next(
+            b for b, a in zip(boxes, anns, strict=True) if size_bucket(a["area"]) == "small"
+        )
+        assert (first_small[:2] >= lb[:2]).all() and (first_small[2:] <= lb[2:]).all()

@@ -104,6 +104,21 @@ def test_step_schedule() -> None:
     assert lr(STEP, 299) == pytest.approx(BASE * 0.01)
 
 
+def test_step_at_a_fractional_epoch() -> None:
+    # the default profile: 0.15-epoch linear warm-up, base rate, x0.1 at 85 % of 8 epochs
+    sched = {**STEP, "warmup_epochs": 0.15, "warmup_power": 1, "steps": [6.8]}
+    iters = 250
+    assert lr_at(sched, 1e-3, 8, 0, 0, iters) == 0.0
+    assert lr_at(sched, 1e-3, 8, 0, 18, iters) == pytest.approx(1e-3 * (18 / 250) / 0.15)
+    assert lr_at(sched, 1e-3, 8, 0, 38, iters) == 1e-3  # warm-up over after 37.5 iterations
+    assert lr_at(sched, 1e-3, 8, 6, 199, iters) == 1e-3  # epoch 6.796
+    assert lr_at(sched, 1e-3, 8, 6, 200, iters) == pytest.approx(1e-4)  # epoch 6.8
+    assert lr_at(sched, 1e-3, 8, 7, 249, iters) == pytest.approx(1e-4)
+    # integer steps are unchanged: the whole epoch `s` and after
+    assert lr_at({**sched, "steps": [6]}, 1e-3, 8, 5, 249, iters) == 1e-3
+    assert lr_at({**sched, "steps": [6]}, 1e-3, 8, 6, 0, iters) == pytest.approx(1e-4)
+
+
 def test_unknown_lr_schedule() -> None:
     with pytest.raises(ConfigError, match="lr_schedule.name.*'linear'.*official, paper, step"):
         lr({**OFFICIAL, "name": "linear"}, 50)
@@ -200,10 +215,10 @@ def test_dropblock_schedule() -> None:
 
 
 def test_asff_star_dropblock_from_the_experiment_file() -> None:
-    cfg = load_experiment(REPO / "experiments" / "asff-star.yaml", params_path=None)
+    cfg = load_experiment(REPO / "experiments" / "table1" / "asff-star.yaml", params_path=None)
     db = cfg["train"]["dropblock"]
     assert dropblock_at(db, 4) is None
     assert dropblock_at(db, 5) == ([1, 3, 5], 0.9)
     assert dropblock_at(db, 200) == ([7, 7, 7], 0.9)
-    base = load_experiment(REPO / "experiments" / "asff.yaml", params_path=None)
+    base = load_experiment(REPO / "experiments" / "table1" / "asff.yaml", params_path=None)
     assert dropblock_at(base["train"]["dropblock"], 200) is None

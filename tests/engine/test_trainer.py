@@ -24,12 +24,13 @@ import torch
 import yaml
 
 from study.config import deep_merge, load_experiment
-from study.data.synthetic import MIN_IMG_SIZE, generate
+from study.data.synthetic import MIN_IMG_SIZE, class_names, generate
 from study.engine.trainer import LOSS_TERMS, Trainer, config_hash
 from study.errors import TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
+RUN = Path("table1", "baseline", "seed0")  # runs/ and results/ folder of the CLI runs below
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tiny_cfg(root: Path, experiment: str = "baseline", **train: Any) -> dict[str, Any]:
+def tiny_cfg(root: Path, experiment: str = "table1/baseline", **train: Any) -> dict[str, Any]:
     overrides = {
         "data": {"root": str(root), "workers": 0},
         "model": {"width": 0.125, "depth": 0.34},
@@ -57,7 +58,11 @@ def tiny_cfg(root: Path, experiment: str = "baseline", **train: Any) -> dict[str
         "eval": {"img_size": 128},
     }
     return load_experiment(
-        EXPERIMENTS / f"{experiment}.yaml", profile=None, params_path=None, overrides=overrides
+        EXPERIMENTS / f"{experiment}.yaml",
+        profile=None,
+        params_path=None,
+        overrides=overrides,
+        name=experiment,
     )
 
 
@@ -78,7 +83,7 @@ def test_two_iteration_training_run(data_root: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(data_root, lr_schedule={"warmup_epochs": 0})
     trainer = Trainer(cfg, run_dir=tmp_path / "run", live_dir=None, max_iters=2)
     assert trainer.dist.world_size == 1 and trainer.per_rank_batch == 4
-    assert trainer.model.num_classes == 10  # the synthetic benchmark's classes
+    assert trainer.model.num_classes == len(class_names())  # the synthetic benchmark's classes
     before = state_copy(trainer.model)
     summary = trainer.fit()
 
@@ -123,7 +128,7 @@ RESUME_TRAIN = {
 
 
 def test_resume_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(data_root, experiment="asff", **RESUME_TRAIN)
+    cfg = tiny_cfg(data_root, experiment="table1/asff", **RESUME_TRAIN)
 
     full = Trainer(cfg, run_dir=tmp_path / "full")
     full_summary = full.fit()
@@ -153,16 +158,16 @@ def test_resume_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> 
 
 
 def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(data_root, experiment="yolov3-original")
+    cfg = tiny_cfg(data_root, experiment="table1/yolov3-original")
     # A stop in the middle of an epoch writes no checkpoint (resuming would skip the rest).
     Trainer(cfg, run_dir=tmp_path / "run", max_iters=1).fit()
     assert not (tmp_path / "run" / "last.pt").exists()
     Trainer(cfg, run_dir=tmp_path / "run", max_iters=2).fit()  # one whole epoch
-    other = tiny_cfg(data_root, experiment="yolov3-original", lr=5e-4)
+    other = tiny_cfg(data_root, experiment="table1/yolov3-original", lr=5e-4)
     assert config_hash(other) != config_hash(cfg)
     # logging/eval settings do not change the hash
     assert config_hash(
-        tiny_cfg(data_root, experiment="yolov3-original", log_every=3, checkpoint_every=2)
+        tiny_cfg(data_root, experiment="table1/yolov3-original", log_every=3, checkpoint_every=2)
     ) == config_hash(cfg)
     trainer = Trainer(other, run_dir=tmp_path / "run", max_iters=1)
     assert trainer.try_resume() is False and trainer.start_epoch == 0
@@ -178,7 +183,7 @@ def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: 
 def test_nan_loss_raises_and_keeps_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     # 4 images, batch 4: one iteration per epoch, so the 2nd iteration comes after the epoch-1
     # checkpoint.
-    cfg = tiny_cfg(data_root, experiment="yolov3-original", epochs=3)
+    cfg = tiny_cfg(data_root, experiment="table1/yolov3-original", epochs=3)
     cfg["data"]["max_images"] = 4
     trainer = Trainer(cfg, run_dir=tmp_path / "run")
     criterion, calls, seen = trainer.criterion, [], {}
@@ -210,7 +215,7 @@ def test_nan_loss_raises_and_keeps_the_last_checkpoint(data_root: Path, tmp_path
 
 
 def test_inf_in_the_first_iteration_writes_no_checkpoint(data_root: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(data_root, experiment="yolov3-original")
+    cfg = tiny_cfg(data_root, experiment="table1/yolov3-original")
     trainer = Trainer(cfg, run_dir=tmp_path / "run")
     criterion = trainer.criterion
 
@@ -232,7 +237,7 @@ def test_inf_in_the_first_iteration_writes_no_checkpoint(data_root: Path, tmp_pa
 def test_epoch_schedules_reach_the_model_and_data(data_root: Path, tmp_path: Path) -> None:
     cfg = tiny_cfg(
         data_root,
-        experiment="asff-star",
+        experiment="table1/asff-star",
         epochs=3,
         mixup={"off_last_epochs": 1},
         dropblock={"keep_prob": 0.8, "schedule": {1: [1, 3, 5], 2: [3, 3, 3]}},
@@ -263,7 +268,10 @@ def make_workdir(data_root: Path, work: Path, epochs: int = 1) -> Path:
     params = {
         "profile": "tiny",
         "dataset": "data",
-        "variants": ["baseline"],
+        "fusions": [],
+        "seeds": [0],
+        "table1": ["baseline"],
+        "table1_seeds": [0],
         "profiles": {
             "tiny": {
                 "data": {"root": "data", "workers": 0},
@@ -297,7 +305,7 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
         "-m",
         "study",
         "train",
-        "baseline",
+        "table1/baseline",
         "--params",
         "params.yaml",
         "--max-iters",
@@ -321,20 +329,20 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
         pytest.fail(f"torchrun timed out:\n{err[-6000:]}")
     assert proc.returncode == 0, out[-3000:] + err[-6000:]
 
-    weights = work / "models" / "baseline.pt"
+    weights = work / "models" / "table1" / "baseline" / "seed0.pt"
     assert weights.is_file()
-    assert (work / "runs" / "baseline" / "last.pt").is_file()
-    summary = json.loads((work / "results" / "baseline" / "train_summary.json").read_text())
+    assert (work / "runs" / RUN / "last.pt").is_file()
+    summary = json.loads((work / "results" / RUN / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     assert summary["iterations"] == 2  # 8 images, 2 ranks x 2 images per iteration
     assert summary["config"]["train"]["sync_bn"] is True  # the baseline experiment's setting
     assert all(math.isfinite(v) for v in summary["final_losses"].values())
-    assert (work / "results" / "baseline" / "live" / "metrics.json").is_file()
+    assert (work / "results" / RUN / "live" / "metrics.json").is_file()
 
     from study.pipeline import load_weights
 
     model, blob = load_weights(weights, torch.device("cpu"))
-    assert blob["spec"]["name"] == "baseline" and model.num_classes == 10
+    assert blob["spec"]["name"] == "baseline" and model.num_classes == len(class_names())
     assert not any(".module." in k or k.startswith("module.") for k in blob["model"])
 
 
@@ -358,7 +366,7 @@ def test_kill_9_then_rerun_resumes_to_the_same_weights(data_root: Path, tmp_path
     """SIGKILL the real CLI after its first checkpoint; the same command then finishes the run
     and its weights equal an uninterrupted run's."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "study", "train", "baseline", "--params", "params.yaml"]
+    cmd = [sys.executable, "-m", "study", "train", "table1/baseline", "--params", "params.yaml"]
     full = make_workdir(data_root, tmp_path / "full", epochs=3)
     subprocess.run(cmd, cwd=full, env=env, check=True, capture_output=True, timeout=300)
 
@@ -371,22 +379,23 @@ def test_kill_9_then_rerun_resumes_to_the_same_weights(data_root: Path, tmp_path
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    ckpt = killed / "runs" / "baseline" / "last.pt"
+    ckpt = killed / "runs" / RUN / "last.pt"
     deadline = time.monotonic() + 240
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert ckpt.exists() and not (killed / "models" / "baseline.pt").exists(), "killed too late"
+    weights = Path("models", "table1", "baseline", "seed0.pt")
+    assert ckpt.exists() and not (killed / weights).exists(), "killed too late"
     first = torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]
     assert first < 2
     rerun = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    summary = json.loads((killed / "results" / "baseline" / "train_summary.json").read_text())
+    summary = json.loads((killed / "results" / RUN / "train_summary.json").read_text())
     assert summary["start_epoch"] == first + 1
 
-    a = torch.load(full / "models" / "baseline.pt", map_location="cpu", weights_only=False)
-    b = torch.load(killed / "models" / "baseline.pt", map_location="cpu", weights_only=False)
+    a = torch.load(full / weights, map_location="cpu", weights_only=False)
+    b = torch.load(killed / weights, map_location="cpu", weights_only=False)
     differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not differ, f"resumed weights differ: {differ[:5]}"
 
@@ -409,7 +418,7 @@ def test_paper_profile_code_path_on_the_coco_subset(tmp_path: Path) -> None:
         },
     }
     cfg = load_experiment(
-        EXPERIMENTS / "baseline.yaml",
+        EXPERIMENTS / "table1" / "baseline.yaml",
         profile="paper",
         params_path=REPO / "params.yaml",
         overrides=overrides,

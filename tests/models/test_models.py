@@ -12,9 +12,9 @@ from torch import nn
 
 from study.models import VARIANTS, available, build_model, register_variant
 from study.models.anchors import OFFICIAL_ANCHORS, YOLOV3_ANCHORS
-from study.models.asff import ASFFLevel
 from study.models.blocks import ScheduledDropBlock, conv_bn_act
-from study.models.fusion import FUSIONS
+from study.models.fusions import FUSIONS
+from study.models.fusions.asff import ASFFLevel
 
 TINY = {"width": 0.125, "depth": 0.34}
 # The paper's / official models' sizes at 80 classes (the official checkpoints' parameter counts

@@ -1,152 +1,196 @@
-"""Comparison tables from fake results/<variant>/*.json files."""
+"""The report (study/report): per-run collection, seed statistics, paired bootstrap, tables."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from study.errors import StudyError
-from study.report.tables import (
-    DELTA,
-    PAPER_AP,
-    PAPER_REFERENCE,
-    build_report,
-    collect_metrics,
-    pick_reference,
-    write_tables,
-)
+from study.report import build_report
+from study.report.collect import collect_runs, read_run
+from study.report.stats import paired_bootstrap, seed_summary
+from study.report.tables import PAPER_TABLE1, PAPER_TABLE3
+
+CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
 
 
-def write_variant(
-    results: Path, name: str, ap: float, aps: float | None = 0.2, speed: dict | None = None, **extra
-) -> None:
-    d = results / name
-    d.mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "AP": ap,
-        "AP50": ap + 0.2,
-        "AP75": ap + 0.05,
-        "APs": aps,
-        "APm": 0.4,
-        "APl": 0.5,
-        "meta": {"profile": "test"},
-        **extra,
+def _gt(root: Path, n_images: int = 20) -> Path:
+    """A val split whose image i has one small box of class a and one large box of class b."""
+    images, anns = [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "file_name": f"{i}.png", "width": 200, "height": 200})
+        for cat, box in ((1, [10.0, 10.0, 20.0, 20.0]), (2, [50.0, 50.0, 120.0, 110.0])):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
+    path = root / "data" / "annotations" / "instances_val2017.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATS}))
+    return path
+
+
+def _detections(n_images: int, found: float, rng: np.random.Generator) -> list[dict]:
+    """Each true box found with probability ``found`` (exact box), plus one false positive."""
+    dets = []
+    for i in range(1, n_images + 1):
+        for cat, box in ((1, [10.0, 10.0, 20.0, 20.0]), (2, [50.0, 50.0, 120.0, 110.0])):
+            if rng.random() < found:
+                dets.append({"image_id": i, "category_id": cat, "bbox": box, "score": 0.9})
+        dets.append(
+            {"image_id": i, "category_id": 1, "bbox": [150.0, 5.0, 20.0, 20.0], "score": 0.5}
+        )
+    return dets
+
+
+def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) -> None:
+    """metrics.json (scored by pycocotools), detections.json, speed.json, train_summary.json."""
+    from study.data import load_coco
+    from study.eval.coco_eval import coco_metrics
+
+    folder = results / exp / f"seed{seed}"
+    folder.mkdir(parents=True)
+    metrics = coco_metrics(load_coco(ann), dets)
+    metrics.pop("summary")
+    meta = {
+        "profile": "test",
+        "dataset": {"root": str(ann.parents[1]), "ann_file": str(ann), "num_images": 20},
     }
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    if speed is not None:
-        (d / "speed.json").write_text(json.dumps(speed))
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "meta": meta}))
+    (folder / "detections.json").write_text(json.dumps(dets))
+    speed = {"ms_median": 10.0 + seed, "params": 2_500_000, "flops": 1.2e9}
+    (folder / "speed.json").write_text(json.dumps(speed))
+    (folder / "train_summary.json").write_text(json.dumps({"wall_seconds": 120, "iterations": 9}))
 
 
 @pytest.fixture
-def results(tmp_path: Path) -> Path:
-    write_variant(
-        tmp_path,
-        "asff",
-        0.4012,
-        aps=None,
-        speed={"ms_mean": 22.25, "fps": 44.9, "params": 79_409_493},
-    )
-    write_variant(tmp_path, "baseline", 0.3881, speed={"ms_mean": 20.0, "fps": 50.0})
-    (tmp_path / "baseline" / "train_summary.json").write_text(json.dumps({"wall_seconds": 7200}))
-    return tmp_path
-
-
-def test_collect_metrics_percent_and_delta_vs_baseline(results):
-    df = collect_metrics(results, ["asff", "baseline"])
-    assert df.attrs["reference"] == "baseline"
-    assert df["variant"].tolist() == ["asff", "baseline"]
-    assert df["AP"].tolist() == pytest.approx([40.12, 38.81])
-    assert df[DELTA].tolist() == pytest.approx([1.31, 0.0])
-    assert df["AP50"].tolist() == pytest.approx([60.12, 58.81])
-    assert pd.isna(df["APs"].iloc[0]) and df["APs"].iloc[1] == pytest.approx(20.0)
-    assert df["ms"].tolist() == pytest.approx([22.25, 20.0])
-    assert df["params M"].iloc[0] == pytest.approx(79.409493)
-    assert pd.isna(df["train min"].iloc[0]) and df["train min"].iloc[1] == pytest.approx(120.0)
-
-
-def test_write_tables_markdown_and_csv(results, tmp_path):
-    df = collect_metrics(results, ["asff", "baseline"])
-    md_path, csv_path = write_tables(df, tmp_path / "tables")
-    md = md_path.read_text()
-    assert md_path.name == "comparison.md" and csv_path.name == "comparison.csv"
-    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
-    assert "| 40.1 |" in lines["asff"] and "+1.3" in lines["asff"] and "–" in lines["asff"]
-    assert "| 38.8 |" in lines["baseline"] and "+0.0" in lines["baseline"]
-    assert "AP minus the AP of `baseline`" in md
-    csv = pd.read_csv(csv_path)
-    assert csv["variant"].tolist() == ["asff", "baseline"]
-    assert csv["AP"].tolist() == [40.1, 38.8]
-    assert csv[DELTA].tolist() == [1.3, 0.0]
-    assert pd.isna(csv["APs"].iloc[0])
-
-
-def test_paper_column_beside_measured(results, tmp_path):
-    df = collect_metrics(results, ["asff", "baseline"])
-    md_path, csv_path = write_tables(df, tmp_path, name="vs_paper", paper=PAPER_REFERENCE)
-    csv = pd.read_csv(csv_path).set_index("variant")
-    assert csv.loc["asff", PAPER_AP] == 40.6 and csv.loc["baseline", PAPER_AP] == 38.8
-    assert csv.loc["asff", "AP"] == 40.1
-    assert PAPER_AP in md_path.read_text()
-
-
-def test_paper_reference_values_and_sources():
-    assert {k: v["AP"] for k, v in PAPER_REFERENCE.items()} == {
-        "yolov3-original": 33.0,
-        "bof": 37.0,
-        "baseline": 38.8,
-        "asff": 40.6,
-        "asff-star": 42.4,
+def study(tmp_path: Path) -> tuple[Path, dict]:
+    """Results of a 3-strategy x 3-seed fusion study: `good` finds far more than `none`,
+    `same` exactly as much; and one Table 1 row."""
+    ann = _gt(tmp_path)
+    results = tmp_path / "results"
+    found = {"none": 0.5, "good": 0.95, "same": 0.5}
+    for exp, p in found.items():
+        for seed in (0, 1, 2):
+            rng = np.random.default_rng(seed)  # `same` gets exactly `none`'s detections
+            _write_run(results, ann, f"fusion/{exp}", seed, _detections(20, p, rng))
+    _write_run(results, ann, "table1/bof", 0, _detections(20, 0.9, np.random.default_rng(7)))
+    params = {
+        "fusions": ["none", "good", "same"],
+        "seeds": [0, 1, 2],
+        "table1": ["bof"],
+        "table1_not_run": ["ga", "baseline"],
+        "table1_seeds": [0],
+        "report": {"bootstrap_replicates": 200, "bootstrap_seed": 0, "min_ap": 0.1},
     }
-    assert [v["ms"] for v in PAPER_REFERENCE.values()] == [20.0, 20.0, 20.0, 22.0, 22.0]
-    assert PAPER_REFERENCE["asff-star"]["split"] == "test-dev"
-    assert "reprint" in PAPER_REFERENCE["asff-star"]["source"]
-    assert PAPER_REFERENCE["bof"]["source"].startswith("README")
+    return results, params
 
 
-def test_reference_choice():
-    assert pick_reference(["asff", "baseline"]) == "baseline"
-    assert pick_reference(["a", "b"]) == "a"
-    assert pick_reference(["a", "b"], "b") == "b"
-    with pytest.raises(StudyError, match="'c'"):
-        pick_reference(["a", "b"], "c")
+def test_read_run_collects_metrics_speed_and_training(study) -> None:
+    results, _ = study
+    row = read_run(results, "fusion/good", 1)
+    assert row["experiment"] == "fusion/good" and row["seed"] == 1
+    assert 0 < row["AP"] <= 1 and row["ms"] == 11.0 and row["flops"] == 1.2e9
+    assert row["train_min"] == 2.0 and row["profile"] == "test" and row["num_images"] == 20
+    runs = collect_runs(results, ["fusion/none", "fusion/good"], [0, 1, 2])
+    assert len(runs) == 6 and list(runs["seed"]) == [0, 1, 2, 0, 1, 2]
 
 
-def test_explicit_reference_changes_delta(results):
-    df = collect_metrics(results, ["asff", "baseline"], reference="asff")
-    assert df[DELTA].tolist() == pytest.approx([0.0, -1.31])
+def test_missing_or_broken_run_files_name_the_file(study) -> None:
+    results, _ = study
+    with pytest.raises(StudyError, match="fusion/none/seed7/metrics.json: file not found"):
+        read_run(results, "fusion/none", 7)
+    (results / "fusion/none/seed0/speed.json").write_text("{oops")
+    with pytest.raises(StudyError, match="seed0/speed.json: invalid JSON"):
+        read_run(results, "fusion/none", 0)
+    (results / "fusion/none/seed1/metrics.json").write_text(json.dumps({"AP": 0.1}))
+    with pytest.raises(StudyError, match="seed1/metrics.json: missing keys AP50"):
+        read_run(results, "fusion/none", 1)
 
 
-def test_missing_metrics_file_names_the_path(results):
-    with pytest.raises(StudyError, match=r"nope[/\\]metrics\.json: file not found"):
-        collect_metrics(results, ["baseline", "nope"])
-
-
-def test_invalid_json_and_missing_keys_name_the_file(results):
-    (results / "asff" / "metrics.json").write_text("{not json")
-    with pytest.raises(StudyError, match=r"asff[/\\]metrics\.json: invalid JSON"):
-        collect_metrics(results, ["asff"])
-    (results / "asff" / "metrics.json").write_text(json.dumps({"AP": 0.1, "AP50": 0.2}))
-    with pytest.raises(StudyError, match="missing keys AP75, APs, APm, APl"):
-        collect_metrics(results, ["asff"])
-    (results / "asff" / "metrics.json").write_text(
-        json.dumps({"AP": "high", "AP50": 0, "AP75": 0, "APs": 0, "APm": 0, "APl": 0})
+def test_seed_summary_mean_and_sample_std() -> None:
+    runs = pd.DataFrame(
+        {"experiment": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0], "AP": [0.1, 0.2, 0.3, 0.5]}
     )
-    with pytest.raises(StudyError, match="'AP' must be a number"):
-        collect_metrics(results, ["asff"])
+    s = seed_summary(runs, ["AP"])
+    assert list(s["experiment"]) == ["a", "b"] and list(s["seeds"]) == [3, 1]
+    assert s["AP"][0] == pytest.approx(0.2) and s["AP_std"][0] == pytest.approx(0.1)
+    assert math.isnan(s["AP_std"][1])  # one seed: no spread
 
 
-def test_build_report_discovers_variants(results):
-    paths = build_report(results)
-    assert [p.name for p in paths] == ["comparison.md", "comparison.csv"]
-    assert all(p.parent == results / "tables" for p in paths)
-    csv = pd.read_csv(paths[1])
-    assert csv["variant"].tolist() == ["asff", "baseline"]
-    assert csv[DELTA].tolist() == [1.3, 0.0]
+def test_paired_bootstrap_separates_a_real_gain_from_none(study) -> None:
+    from study.report import _scorers
+
+    results, params = study
+    runs = collect_runs(results, [f"fusion/{f}" for f in params["fusions"]], [0, 1, 2])
+    scorers = _scorers(results, runs)
+    exps = list(dict.fromkeys(runs["experiment"]))
+    deltas = paired_bootstrap(scorers, exps, [0, 1, 2], "fusion/none", replicates=300)
+    good = deltas[(deltas["experiment"] == "fusion/good") & (deltas["metric"] == "AP")].iloc[0]
+    same = deltas[(deltas["experiment"] == "fusion/same") & (deltas["metric"] == "AP")].iloc[0]
+    assert good["delta"] > 0.1 and good["lo"] > 0 and not good["within_noise"]
+    assert same["delta"] == 0 and same["lo"] == same["hi"] == 0 and same["within_noise"]
+    # the point estimate is the mean over seeds of the full-data differences
+    expected = np.mean(
+        [
+            scorers[("fusion/good", s)].full()["AP"] - scorers[("fusion/none", s)].full()["AP"]
+            for s in (0, 1, 2)
+        ]
+    )
+    assert good["delta"] == pytest.approx(expected)
+    assert good["lo"] <= good["delta"] <= good["hi"]
+    again = paired_bootstrap(scorers, exps, [0, 1, 2], "fusion/none", replicates=300)
+    pd.testing.assert_frame_equal(deltas, again)  # seeded
 
 
-def test_build_report_with_no_results_is_a_study_error(tmp_path):
-    with pytest.raises(StudyError, match="no results"):
-        build_report(tmp_path)
+def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> None:
+    results, params = study
+    paths = build_report(params, results)
+    names = sorted(p.name for p in paths)
+    assert names == ["fusion.csv", "fusion.md", "runs.csv", "table1.csv", "table1.md"]
+    md = (results / "tables" / "fusion.md").read_text()
+    assert "profile `test`" in md and "3 seed(s) per strategy" in md and "bootstrap" in md
+    assert PAPER_TABLE3["asff"] not in md and PAPER_TABLE3["none"] in md
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert "reference" in lines["none"] and "within noise" in lines["same"]
+    assert "within noise" not in lines["good"].split("|")[7]  # ΔAP column of a real gain
+    assert " ± " in lines["good"]  # mean ± std over seeds
+    csv = pd.read_csv(results / "tables" / "fusion.csv")
+    assert list(csv["strategy"]) == ["none", "good", "same"]
+    assert csv.loc[1, "dAP_lo"] > 0 and bool(csv.loc[2, "dAP_within_noise"])
+    assert csv.loc[0, "params"] == 2_500_000 and csv.loc[0, "flops"] == 1.2e9
+
+    t1 = (results / "tables" / "table1.md").read_text()
+    assert "not trained on this profile" in t1 and f"{PAPER_TABLE1['baseline']['AP']:.1f}" in t1
+    rows = pd.read_csv(results / "tables" / "table1.csv")
+    assert list(rows["row"]) == ["bof", "ga", "baseline"]
+    assert bool(rows.loc[0, "learned"]) and not bool(rows.loc[1, "learned"])
+    runs = pd.read_csv(results / "tables" / "runs.csv")
+    assert len(runs) == 10
+
+
+def test_a_row_below_min_ap_is_marked_not_shown(study) -> None:
+    results, params = study
+    params = {**params, "report": {**params["report"], "min_ap": 0.99}}
+    build_report(params, results)
+    md = (results / "tables" / "table1.md").read_text()
+    bof = next(line for line in md.splitlines() if line.startswith("| bof"))
+    assert "< 99: left to the gpu profile" in bof and bof.split("|")[2].strip() == "–"
+    fusion = (results / "tables" / "fusion.md").read_text()
+    assert "AP < 0.99: left to the gpu profile" in fusion
+
+
+def test_report_without_experiments_is_a_study_error(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="neither `fusions` nor `table1`"):
+        build_report({"fusions": [], "table1": []}, tmp_path)

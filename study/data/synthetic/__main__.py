@@ -1,0 +1,3 @@
+from study.data.synthetic import main
+
+main()

@@ -1,0 +1,108 @@
+"""Read the per-run result files into one table (one row per (experiment, seed) run).
+
+Each run has ``results/<experiment>/seed<k>/metrics.json`` (``study evaluate``, required) and,
+where written, ``speed.json`` (``study speed``) and ``train_summary.json`` (``study train``).
+Metric values stay COCOeval fractions here; the tables turn them into percentages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from study.errors import StudyError
+
+AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Keys of train_summary.json that may hold the training wall time in seconds (first found wins).
+WALL_KEYS = ("wall_seconds", "wall_time_s", "train_seconds", "seconds")
+
+
+def run_dir(results_dir: Path, experiment: str, seed: int) -> Path:
+    return Path(results_dir) / experiment / f"seed{int(seed)}"
+
+
+def read_json(path: Path, required: bool) -> Any:
+    """Parsed JSON, None for an optional file that is absent; StudyError naming the file."""
+    if not path.is_file():
+        if required:
+            raise StudyError(f"{path}: file not found (has this run been evaluated?)")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{path}: invalid JSON: {exc}") from None
+
+
+def _fraction(value: Any, path: Path, key: str) -> float:
+    """A metric (or null: no ground truth of that size) as a float (NaN for null)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise StudyError(f"{path}: key {key!r} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def read_run(results_dir: Path, experiment: str, seed: int) -> dict[str, Any]:
+    """One row: metrics, then speed (ms, params, FLOPs) and training time where written."""
+    folder = run_dir(results_dir, experiment, seed)
+    path = folder / "metrics.json"
+    metrics = read_json(path, required=True)
+    if not isinstance(metrics, dict):
+        raise StudyError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    missing = [k for k in AP_COLUMNS if k not in metrics]
+    if missing:
+        raise StudyError(f"{path}: missing keys {', '.join(missing)}")
+    meta = metrics.get("meta") or {}
+    row: dict[str, Any] = {"experiment": experiment, "seed": int(seed)}
+    row.update({k: _fraction(metrics[k], path, k) for k in AP_COLUMNS})
+    row["profile"] = meta.get("profile")
+    row["dataset"] = (meta.get("dataset") or {}).get("root")
+    row["ann_file"] = (meta.get("dataset") or {}).get("ann_file")
+    row["num_images"] = (meta.get("dataset") or {}).get("num_images")
+    row["device"] = meta.get("device")
+
+    speed_path = folder / "speed.json"
+    speed = read_json(speed_path, required=False)
+    if speed is not None and not isinstance(speed, dict):
+        raise StudyError(f"{speed_path}: expected a JSON object")
+    speed = speed or {}
+    row["ms"] = _optional(speed.get("ms_median", speed.get("ms_mean")))
+    row["params"] = _optional(speed.get("params"))
+    row["flops"] = _optional(speed.get("flops"))
+
+    summary_path = folder / "train_summary.json"
+    summary = read_json(summary_path, required=False)
+    if summary is not None and not isinstance(summary, dict):
+        raise StudyError(f"{summary_path}: expected a JSON object")
+    summary = summary or {}
+    wall = next((summary[k] for k in WALL_KEYS if summary.get(k) is not None), None)
+    row["train_min"] = float(wall) / 60.0 if wall is not None else math.nan
+    row["iterations"] = _optional(summary.get("iterations"))
+    return row
+
+
+def _optional(value: Any) -> float:
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else math.nan
+    )
+
+
+def collect_runs(
+    results_dir: str | Path, experiments: Sequence[str], seeds: Sequence[int]
+) -> pd.DataFrame:
+    """One row per (experiment, seed), in the order given; every run must have metrics."""
+    if not experiments:
+        raise StudyError("no experiments to collect")
+    rows = [read_run(Path(results_dir), e, s) for e in experiments for s in seeds]
+    return pd.DataFrame(rows)
+
+
+def detections_path(results_dir: str | Path, experiment: str, seed: int) -> Path:
+    return run_dir(Path(results_dir), experiment, seed) / "detections.json"
