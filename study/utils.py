@@ -52,11 +52,12 @@ def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 def git_revision(cwd: str | os.PathLike[str] | None = None) -> str:
     """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``.
 
-    Outside a git checkout (a copy of the tree sent to another machine), ``$STUDY_GIT_REVISION``
-    names the commit the copy was made from, as ``<sha> (copy)``.
+    ``$STUDY_GIT_REVISION``, when set, names the commit that a copy of the tree (sent to another
+    machine, possibly with a stale or no ``.git``) was made from; it is returned as
+    ``<sha> (copy)`` instead of asking git.
     """
     copied = os.environ.get("STUDY_GIT_REVISION")
-    if copied and not (Path(cwd or ".") / ".git").exists():
+    if copied:
         return f"{copied} (copy)"
     try:
         rev = subprocess.run(

@@ -104,6 +104,21 @@ def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> N
     assert {"study/models", "study/data"} <= set(STAGES["evaluate-table1"]["deps"])
 
 
+# The modules that turn an experiment into a run (merged config, paths, seeding, registries):
+# every per-run stage depends on them.
+RUN_MODULES = {f"study/{m}.py" for m in ("cli", "config", "pipeline", "registry", "utils")}
+
+
+@pytest.mark.parametrize(
+    "stage", [f"{s}-{g}" for s in ("train", "evaluate", "speed") for g in ("fusion", "table1")]
+)
+def test_per_run_stages_depend_on_the_run_modules(stage: str) -> None:
+    assert RUN_MODULES <= set(STAGES[stage]["deps"])
+    top = {p.relative_to(REPO).as_posix() for p in (REPO / "study").glob("*.py")}
+    plumbing = {"study/__init__.py", "study/__main__.py", "study/errors.py"}
+    assert top - plumbing == RUN_MODULES  # a new top-level module must be placed here
+
+
 def test_report_depends_on_every_run_and_its_params() -> None:
     report = STAGES["report"]
     assert {"results/fusion", "results/table1", "study/report"} <= set(report["deps"])

@@ -36,7 +36,14 @@ METRICS = {
 
 
 class _Curve:
-    """One (category, area range): detections in COCOeval's score order and their images."""
+    """One (category, area range): detections in COCOeval's score order and their images.
+
+    Precision can only rise at a true positive, so the interpolated precision at a recall
+    threshold (COCOeval: the maximum precision at any later point of the curve) is the maximum
+    over the later *true-positive* points; false positives enter only through the running count
+    of counted detections. That keeps the work per replicate at one pass over the detections plus
+    one over the true positives of each IoU threshold.
+    """
 
     def __init__(self, entries: list[tuple[int, dict[str, Any]]], max_det: int) -> None:
         scores = np.concatenate([np.asarray(e["dtScores"][:max_det], float) for _, e in entries])
@@ -46,10 +53,15 @@ class _Curve:
         det_img = np.concatenate(
             [np.full(min(len(e["dtScores"]), max_det), i) for i, e in entries]
         ).astype(np.int64)[order]
-        keep = ~dt_ig.all(axis=0)  # ignored at every IoU: adds no point to the curve
-        self.tp = ((dtm > 0) & ~dt_ig)[:, keep].astype(float)  # (T, D)
-        self.fp = ((dtm == 0) & ~dt_ig)[:, keep].astype(float)
+        counted = ~dt_ig  # (T, D): a true or a false positive at IoU threshold t
+        keep = counted.any(axis=0)  # ignored at every IoU: adds no point to the curve
+        counted, dtm = counted[:, keep], dtm[:, keep]
         self.det_img = det_img[keep]  # (D,) index into the image list
+        # The distinct rows of `counted` (usually one: the IoU matters only through matches to
+        # crowd boxes) and, per threshold, the positions of its true positives.
+        self.counted, self.counted_of_t = np.unique(counted, axis=0, return_inverse=True)
+        self.counted_of_t = self.counted_of_t.reshape(-1)
+        self.tp_pos = [np.flatnonzero((dtm[t] > 0) & counted[t]) for t in range(len(dtm))]
         self.gt_img = np.concatenate(
             [np.full(int(np.count_nonzero(e["gtIgnore"] == 0)), i) for i, e in entries]
         ).astype(np.int64)  # one entry per non-ignored ground truth
@@ -58,25 +70,26 @@ class _Curve:
         """(R, T, len(rec_thrs)) interpolated precision for image weights (R, I); NaN where the
         weighted ground truth is empty (COCOeval's -1: the curve does not count)."""
         npig = weights[:, self.gt_img].sum(axis=1)  # (R,)
-        r, t = weights.shape[0], self.tp.shape[0]
+        r, t = weights.shape[0], len(self.tp_pos)
         out = np.zeros((r, t, len(rec_thrs)))
-        d = self.tp.shape[1]
-        if d:
-            w = weights[:, None, self.det_img]  # (R, 1, D)
-            tp = np.cumsum(w * self.tp[None], axis=2)
-            fp = np.cumsum(w * self.fp[None], axis=2)
+        w = weights[:, self.det_img]  # (R, D)
+        counted = [np.cumsum(w * row, axis=1) for row in self.counted]  # TP + FP so far
+        for ti, pos in enumerate(self.tp_pos):
+            if not len(pos):
+                continue  # no true positive: precision 0 everywhere, as COCOeval
+            tp = np.cumsum(w[:, pos], axis=1)  # (R, P) true positives so far, at each of them
+            pr = tp / (counted[self.counted_of_t[ti]][:, pos] + np.spacing(1))
+            envelope = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
             with np.errstate(divide="ignore", invalid="ignore"):
-                rc = tp / npig[:, None, None]
-            pr = tp / (fp + tp + np.spacing(1))
-            envelope = np.maximum.accumulate(pr[..., ::-1], axis=2)[..., ::-1]
+                rc = tp / npig[:, None]
             # COCOeval's searchsorted(rc, thresholds, "left"), row by row: exact, as the float
             # comparison of a recall of exactly 0.7 with linspace's 0.7000000000000001 matters.
-            rc = np.nan_to_num(rc, nan=0.0).reshape(r * t, d)
-            idx = np.stack([np.searchsorted(row, rec_thrs, side="left") for row in rc])
-            idx = idx.reshape(r, t, -1)
-            inside = idx < d
-            gathered = np.take_along_axis(envelope, np.minimum(idx, d - 1), axis=2)
-            out = np.where(inside, gathered, 0.0)
+            for ri in range(r):
+                if npig[ri] == 0:
+                    continue
+                idx = np.searchsorted(rc[ri], rec_thrs, side="left")
+                inside = idx < len(pos)
+                out[ri, ti, inside] = envelope[ri, idx[inside]]
         out[npig == 0] = np.nan
         return out
 

@@ -66,7 +66,7 @@ def fusion_report(
         experiments,
         seeds,
         reference,
-        replicates=int(rep.get("bootstrap_replicates", 1000)),
+        replicates=int(rep.get("bootstrap_replicates", 500)),
         rng_seed=int(rep.get("bootstrap_seed", 0)),
     )
     names = dict(zip(experiments, fusions, strict=True))
@@ -79,7 +79,7 @@ def fusion_report(
     )
     notes = [
         f"Δ: paired difference to `{names[reference]}` in AP points (mean over seeds), with a "
-        f"95 % interval from a two-stage bootstrap ({int(rep.get('bootstrap_replicates', 1000))} "
+        f"95 % interval from a two-stage bootstrap ({int(rep.get('bootstrap_replicates', 500))} "
         "replicates): each replicate resamples the validation images (one draw shared by all "
         "runs) and the seeds, with replacement, and recomputes COCO AP exactly on that sample. "
         "'within noise': the interval covers 0.",

@@ -48,7 +48,7 @@ def paired_bootstrap(
     experiments: Sequence[str],
     seeds: Sequence[int],
     reference: str,
-    replicates: int = 1000,
+    replicates: int = 500,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
     """Rows (experiment, metric, delta, lo, hi, within_noise, per_seed) for every experiment but

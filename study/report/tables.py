@@ -107,7 +107,7 @@ def fusion_table(
                 "ms": _num(row["ms"]),
                 "seeds": str(int(row["seeds"])),
                 "paper (COCO, GA head, 608)": PAPER_TABLE3.get(strategy, MISSING),
-                "note": "" if learned else f"AP < {min_ap:.2f}: left to the gpu profile",
+                "note": "" if learned else f"AP < {min_ap:.2f}: did not learn within the budget",
             }
         )
         num = {"strategy": strategy, "experiment": exp, "seeds": int(row["seeds"])}
@@ -148,7 +148,7 @@ def table1_table(
         if row is None:
             note = "not trained on this profile (params.yaml `table1_not_run`)"
         elif not learned:
-            note = f"AP {pct(row['AP']):.1f} < {100 * min_ap:.0f}: left to the gpu profile"
+            note = f"AP {pct(row['AP']):.1f} < {100 * min_ap:.0f}: did not learn within the budget"
         else:
             note = ""
         cells = {

@@ -186,9 +186,9 @@ def test_a_row_below_min_ap_is_marked_not_shown(study) -> None:
     build_report(params, results)
     md = (results / "tables" / "table1.md").read_text()
     bof = next(line for line in md.splitlines() if line.startswith("| bof"))
-    assert "< 99: left to the gpu profile" in bof and bof.split("|")[2].strip() == "–"
+    assert "< 99: did not learn within the budget" in bof and bof.split("|")[2].strip() == "–"
     fusion = (results / "tables" / "fusion.md").read_text()
-    assert "AP < 0.99: left to the gpu profile" in fusion
+    assert "AP < 0.99: did not learn within the budget" in fusion
 
 
 def test_report_without_experiments_is_a_study_error(tmp_path: Path) -> None:
