@@ -161,6 +161,17 @@ def _empty_results(coco_gt: COCO) -> COCO:
     return dt
 
 
+def load_results(coco_gt: COCO, results: list[dict[str, Any]]) -> COCO:
+    """COCO result dicts as a pycocotools results object (an empty one for no detections)."""
+    if not results:
+        return _empty_results(coco_gt)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return coco_gt.loadRes([dict(r) for r in results])
+    except AssertionError as exc:
+        raise StudyError(f"detections do not match the annotation file: {exc}") from None
+
+
 def _stat(value: float) -> float | None:
     """COCOeval's -1 (no ground truth in that bucket) -> None; anything else a float."""
     return None if value < 0 else float(value)
@@ -175,18 +186,13 @@ def coco_metrics(
     size bucket). ``img_ids`` restricts scoring to those images (a subset run). No detections at
     all gives 0.0 (None for empty buckets) with a warning. ``summary`` holds COCOeval's printout.
     """
+    if not results:
+        msg = "no detections at all: every metric is 0 (the model found nothing above the "
+        warnings.warn(msg + "confidence threshold)", RuntimeWarning, stacklevel=2)
+        log.warning(msg + "confidence threshold)")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        if results:
-            try:
-                coco_dt = coco_gt.loadRes([dict(r) for r in results])
-            except AssertionError as exc:
-                raise StudyError(f"detections do not match the annotation file: {exc}") from None
-        else:
-            msg = "no detections at all: every metric is 0 (the model found nothing above the "
-            warnings.warn(msg + "confidence threshold)", RuntimeWarning, stacklevel=2)
-            log.warning(msg + "confidence threshold)")
-            coco_dt = _empty_results(coco_gt)
+        coco_dt = load_results(coco_gt, results)
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         if img_ids is not None:
             ev.params.imgIds = sorted(set(img_ids))

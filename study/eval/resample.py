@@ -22,7 +22,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from study.errors import StudyError
+from study.eval.coco_eval import load_results
 
 # metric -> (area index into COCOeval's areaRng: all, small, medium, large; IoU index or None)
 METRICS = {
@@ -106,16 +106,8 @@ class ImageWeightedAP:
         self, coco_gt: COCO, results: list[dict[str, Any]], image_ids: Sequence[int]
     ) -> None:
         self.image_ids = sorted(set(int(i) for i in image_ids))
+        coco_dt = load_results(coco_gt, results)
         with contextlib.redirect_stdout(io.StringIO()):
-            if results:
-                try:
-                    coco_dt = coco_gt.loadRes([dict(r) for r in results])
-                except AssertionError as exc:
-                    raise StudyError(f"detections do not match the annotations: {exc}") from None
-            else:
-                from study.eval.coco_eval import _empty_results
-
-                coco_dt = _empty_results(coco_gt)
             ev = COCOeval(coco_gt, coco_dt, "bbox")
             ev.params.imgIds = self.image_ids
             ev.evaluate()
