@@ -47,14 +47,16 @@ def paired_bootstrap(
     scorers: Mapping[Run, ImageWeightedAP],
     experiments: Sequence[str],
     seeds: Sequence[int],
-    reference: str,
+    reference: str | Sequence[str],
     replicates: int = 500,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
-    """Rows (experiment, metric, delta, lo, hi, within_noise, per_seed) for every experiment but
-    the reference, every metric of :data:`METRICS`; values are fractions, ``per_seed`` the
-    full-data difference of each seed."""
+    """Rows (reference, experiment, metric, delta, lo, hi, within_noise, per_seed): for each
+    reference, every other experiment against it, every metric of :data:`METRICS`; values are
+    fractions, ``per_seed`` the full-data difference of each seed. Several references share one
+    set of replicates (the same image and seed draws)."""
     seeds = list(seeds)
+    references = [reference] if isinstance(reference, str) else list(reference)
     image_sets = {tuple(s.image_ids) for s in scorers.values()}
     if len(image_sets) != 1:
         raise StudyError("the runs were scored on different validation images; cannot pair them")
@@ -65,19 +67,18 @@ def paired_bootstrap(
     boot = {run: scorer.metrics(image_draws) for run, scorer in scorers.items()}
     full = {run: scorer.full() for run, scorer in scorers.items()}
     rows = []
-    for exp in experiments:
-        if exp == reference:
-            continue
+    for ref, exp in ((r, e) for r in references for e in experiments if e != r):
         for metric in METRICS:
             diffs = np.stack(
-                [boot[(exp, s)][metric] - boot[(reference, s)][metric] for s in seeds], axis=1
+                [boot[(exp, s)][metric] - boot[(ref, s)][metric] for s in seeds], axis=1
             )  # (R, S)
             replicate = (seed_draws * diffs).sum(axis=1) / n_seed
-            point = [_diff(full[(exp, s)][metric], full[(reference, s)][metric]) for s in seeds]
+            point = [_diff(full[(exp, s)][metric], full[(ref, s)][metric]) for s in seeds]
             valid = replicate[np.isfinite(replicate)]
             lo, hi = np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan)
             rows.append(
                 {
+                    "reference": ref,
                     "experiment": exp,
                     "metric": metric,
                     "delta": float(np.nanmean(point)) if np.isfinite(point).any() else np.nan,

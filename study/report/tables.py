@@ -17,6 +17,7 @@ from study.report.collect import AP_COLUMNS
 from study.utils import write_text
 
 MISSING = "–"
+DELTA_METRICS = ("AP", "APs", "APm", "APl")
 
 # The paper's numbers (shared/PAPER.md), COCO val2017 at 608 unless said; sources: [paper] the
 # paper's text, [README] the official README, [reprint] the ASFF rows reprinted in the YOLOv4 and
@@ -85,7 +86,7 @@ def fusion_table(
     for _, row in summary.iterrows():
         exp = row["experiment"]
         strategy = names[exp]
-        d = {m: _lookup(deltas, exp, m) for m in ("AP", "APs", "APm", "APl")}
+        d = {m: _lookup(deltas, reference, exp, m) for m in DELTA_METRICS}
         learned = not pd.isna(row["AP"]) and row["AP"] >= min_ap
         shown.append(
             {
@@ -126,11 +127,63 @@ def fusion_table(
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
 
-def _lookup(deltas: pd.DataFrame, exp: str, metric: str) -> dict[str, Any] | None:
+def _lookup(deltas: pd.DataFrame, reference: str, exp: str, metric: str) -> dict[str, Any] | None:
     if deltas.empty:
         return None
-    hit = deltas[(deltas["experiment"] == exp) & (deltas["metric"] == metric)]
+    hit = deltas[
+        (deltas["reference"] == reference)
+        & (deltas["experiment"] == exp)
+        & (deltas["metric"] == metric)
+    ]
     return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def pairwise_table(
+    deltas: pd.DataFrame, reference: str, names: Mapping[str, str], seeds: Sequence[int]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numeric): ``reference`` minus every other strategy, paired intervals as in
+    Table 3 (the paper's claim is ASFF against sum and concat, not only against none)."""
+    shown, numeric = [], []
+    for exp in names:
+        if exp == reference:
+            continue
+        d = {m: _lookup(deltas, reference, exp, m) for m in DELTA_METRICS}
+        if d["AP"] is None:
+            continue
+        label = f"{names[reference]} − {names[exp]}"
+        # the rows hold exp - reference: flip the sign and the interval
+        flipped = {m: _flip(r) for m, r in d.items()}
+        shown.append(
+            {
+                "comparison": label,
+                **{f"Δ{m}": _delta(flipped[m]) for m in DELTA_METRICS},
+                "ΔAP per seed": ", ".join(
+                    _num(pct(v), sign=True) for v in flipped["AP"]["per_seed"]
+                ),
+            }
+        )
+        num = {"comparison": label, "reference": reference, "other": exp}
+        for m, r in flipped.items():
+            for key in ("delta", "lo", "hi"):
+                num[f"d{m}_{key}"] = pct(r[key]) if r is not None else math.nan
+            num[f"d{m}_within_noise"] = r["within_noise"] if r is not None else None
+            for seed, value in zip(seeds, r["per_seed"] if r is not None else [], strict=False):
+                num[f"d{m}_seed{seed}"] = pct(value)
+        numeric.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numeric)
+
+
+def _flip(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A difference row a - b turned into b - a (the interval's ends swap)."""
+    if row is None:
+        return None
+    return {
+        **row,
+        "delta": -row["delta"],
+        "lo": -row["hi"],
+        "hi": -row["lo"],
+        "per_seed": [-v for v in row["per_seed"]],
+    }
 
 
 def table1_table(
@@ -176,7 +229,7 @@ def table1_table(
 
 def to_markdown(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) -> str:
     """GitHub Markdown: the caption, the table, then notes as a list."""
-    left = {"strategy", "row", "paper source", "note", "paper (COCO, GA head, 608)"}
+    left = {"strategy", "row", "comparison", "paper source", "note", "paper (COCO, GA head, 608)"}
     align = ["left" if c in left else "right" for c in table.columns]
     body = table.to_markdown(index=False, disable_numparse=True, colalign=align)
     text = f"{caption}\n\n{body}\n"

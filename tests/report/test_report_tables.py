@@ -194,3 +194,29 @@ def test_a_row_below_min_ap_is_marked_not_shown(study) -> None:
 def test_report_without_experiments_is_a_study_error(tmp_path: Path) -> None:
     with pytest.raises(StudyError, match="neither `fusions` nor `table1`"):
         build_report({"fusions": [], "table1": []}, tmp_path)
+
+
+def test_pairwise_table_compares_one_strategy_with_every_other(study) -> None:
+    results, params = study
+    params = {**params, "report": {**params["report"], "pairwise": "good"}}
+    paths = build_report(params, results)
+    assert {"fusion_vs_good.md", "fusion_vs_good.csv"} <= {p.name for p in paths}
+    md = (results / "tables" / "fusion_vs_good.md").read_text()
+    assert "**good against every other strategy**" in md and "bootstrap" in md
+    pairs = pd.read_csv(results / "tables" / "fusion_vs_good.csv")
+    assert list(pairs["comparison"]) == ["good − none", "good − same"]
+    assert (pairs["dAP_lo"] > 0).all() and not pairs["dAP_within_noise"].any()
+    # good - none is Table 3's (good vs none) difference, same replicates: identical numbers
+    t3 = pd.read_csv(results / "tables" / "fusion.csv").set_index("strategy")
+    for key in ("delta", "lo", "hi", "seed0", "seed1", "seed2"):
+        assert pairs.loc[0, f"dAP_{key}"] == pytest.approx(t3.loc["good", f"dAP_{key}"])
+    # `same` has none's detections: good - same equals good - none per seed
+    for seed in (0, 1, 2):
+        assert pairs.loc[1, f"dAP_seed{seed}"] == pytest.approx(pairs.loc[0, f"dAP_seed{seed}"])
+
+
+def test_pairwise_must_name_a_strategy_of_the_study(study) -> None:
+    results, params = study
+    params = {**params, "report": {**params["report"], "pairwise": "asff"}}
+    with pytest.raises(StudyError, match="report.pairwise: 'asff' is not one of `fusions`"):
+        build_report(params, results)
