@@ -7,7 +7,7 @@
 #   summary, detections), appended after each run so that a cut-off call loses nothing, and
 #   results/gpu/tables/ once the report has run.
 # Runs go seed by seed and none is started after BUDGET_S seconds (default 500). One run takes
-# about 3 minutes on an H100 (690 iterations of batch 64 at 160 px, ~300 images/s), so the
+# about 3 minutes on an H100 (~610 iterations of batch 64 at 160 px, ~300 images/s), so the
 # whole 4 x 2 comparison needs about 25 minutes.
 set -uo pipefail
 out=${1:?usage: gpu_fusion.sh OUT [BUDGET_S]}
