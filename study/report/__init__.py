@@ -69,11 +69,13 @@ def fusion_report(
         )
     pair_ref = f"fusion/{pairwise}" if pairwise and len(fusions) > 2 else None
     pair_ref = None if pair_ref == reference else pair_ref
+    pairs = [(e, reference) for e in experiments if e != reference]
+    if pair_ref:
+        pairs += [(pair_ref, e) for e in experiments if e != pair_ref]
     deltas = paired_bootstrap(
         _scorers(results_dir, runs),
-        experiments,
+        pairs,
         seeds,
-        [reference, pair_ref] if pair_ref else [reference],
         replicates=int(rep.get("bootstrap_replicates", 500)),
         rng_seed=int(rep.get("bootstrap_seed", 0)),
     )

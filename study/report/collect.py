@@ -18,8 +18,6 @@ import pandas as pd
 from study.errors import StudyError
 
 AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-# Keys of train_summary.json that may hold the training wall time in seconds (first found wins).
-WALL_KEYS = ("wall_seconds", "wall_time_s", "train_seconds", "seconds")
 
 
 def run_dir(results_dir: Path, experiment: str, seed: int) -> Path:
@@ -38,6 +36,16 @@ def read_json(path: Path, required: bool) -> Any:
         raise StudyError(f"{path}: invalid JSON: {exc}") from None
 
 
+def _read_object(path: Path, required: bool) -> dict[str, Any]:
+    """A JSON object ({} for an optional file that is absent); StudyError naming the file."""
+    data = read_json(path, required)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StudyError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def _fraction(value: Any, path: Path, key: str) -> float:
     """A metric (or null: no ground truth of that size) as a float (NaN for null)."""
     if value is None:
@@ -51,9 +59,7 @@ def read_run(results_dir: Path, experiment: str, seed: int) -> dict[str, Any]:
     """One row: metrics, then speed (ms, params, FLOPs) and training time where written."""
     folder = run_dir(results_dir, experiment, seed)
     path = folder / "metrics.json"
-    metrics = read_json(path, required=True)
-    if not isinstance(metrics, dict):
-        raise StudyError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    metrics = _read_object(path, required=True)
     missing = [k for k in AP_COLUMNS if k not in metrics]
     if missing:
         raise StudyError(f"{path}: missing keys {', '.join(missing)}")
@@ -66,22 +72,13 @@ def read_run(results_dir: Path, experiment: str, seed: int) -> dict[str, Any]:
     row["num_images"] = (meta.get("dataset") or {}).get("num_images")
     row["device"] = meta.get("device")
 
-    speed_path = folder / "speed.json"
-    speed = read_json(speed_path, required=False)
-    if speed is not None and not isinstance(speed, dict):
-        raise StudyError(f"{speed_path}: expected a JSON object")
-    speed = speed or {}
-    row["ms"] = _optional(speed.get("ms_median", speed.get("ms_mean")))
+    speed = _read_object(folder / "speed.json", required=False)
+    row["ms"] = _optional(speed.get("ms_median"))
     row["params"] = _optional(speed.get("params"))
     row["flops"] = _optional(speed.get("flops"))
 
-    summary_path = folder / "train_summary.json"
-    summary = read_json(summary_path, required=False)
-    if summary is not None and not isinstance(summary, dict):
-        raise StudyError(f"{summary_path}: expected a JSON object")
-    summary = summary or {}
-    wall = next((summary[k] for k in WALL_KEYS if summary.get(k) is not None), None)
-    row["train_min"] = float(wall) / 60.0 if wall is not None else math.nan
+    summary = _read_object(folder / "train_summary.json", required=False)
+    row["train_min"] = _optional(summary.get("wall_seconds")) / 60.0
     row["iterations"] = _optional(summary.get("iterations"))
     return row
 

@@ -45,18 +45,16 @@ def seed_summary(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 
 def paired_bootstrap(
     scorers: Mapping[Run, ImageWeightedAP],
-    experiments: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
     seeds: Sequence[int],
-    reference: str | Sequence[str],
     replicates: int = 500,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
-    """Rows (reference, experiment, metric, delta, lo, hi, within_noise, per_seed): for each
-    reference, every other experiment against it, every metric of :data:`METRICS`; values are
-    fractions, ``per_seed`` the full-data difference of each seed. Several references share one
-    set of replicates (the same image and seed draws)."""
+    """Rows (experiment, reference, metric, delta, lo, hi, within_noise, per_seed) for each pair
+    ``(experiment, reference)``: the difference experiment minus reference, every metric of
+    :data:`METRICS`; values are fractions, ``per_seed`` the full-data difference of each seed.
+    All pairs share one set of replicates (the same image and seed draws)."""
     seeds = list(seeds)
-    references = [reference] if isinstance(reference, str) else list(reference)
     image_sets = {tuple(s.image_ids) for s in scorers.values()}
     if len(image_sets) != 1:
         raise StudyError("the runs were scored on different validation images; cannot pair them")
@@ -67,7 +65,7 @@ def paired_bootstrap(
     boot = {run: scorer.metrics(image_draws) for run, scorer in scorers.items()}
     full = {run: scorer.full() for run, scorer in scorers.items()}
     rows = []
-    for ref, exp in ((r, e) for r in references for e in experiments if e != r):
+    for exp, ref in dict.fromkeys(pairs):
         for metric in METRICS:
             diffs = np.stack(
                 [boot[(exp, s)][metric] - boot[(ref, s)][metric] for s in seeds], axis=1
@@ -78,8 +76,8 @@ def paired_bootstrap(
             lo, hi = np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan)
             rows.append(
                 {
-                    "reference": ref,
                     "experiment": exp,
+                    "reference": ref,
                     "metric": metric,
                     "delta": float(np.nanmean(point)) if np.isfinite(point).any() else np.nan,
                     "lo": float(lo),

@@ -98,11 +98,7 @@ def fusion_table(
                     )
                     for m in d
                 },
-                "ΔAP per seed": (
-                    ", ".join(_num(pct(v), sign=True) for v in d["AP"]["per_seed"])
-                    if exp != reference and d["AP"] is not None
-                    else MISSING
-                ),
+                "ΔAP per seed": MISSING if exp == reference else _per_seed(d["AP"]),
                 "params M": _num(row["params"] / 1e6, 2),
                 "GFLOPs": _num(row["flops"] / 1e9, 2),
                 "ms": _num(row["ms"]),
@@ -115,13 +111,7 @@ def fusion_table(
         for m in AP_COLUMNS:
             num[m] = pct(row[m])
             num[f"{m}_std"] = pct(row[f"{m}_std"])
-        for m, dr in d.items():
-            for key in ("delta", "lo", "hi"):
-                num[f"d{m}_{key}"] = pct(dr[key]) if dr is not None else math.nan
-            num[f"d{m}_within_noise"] = dr["within_noise"] if dr is not None else None
-            per_seed = dr["per_seed"] if dr is not None else []
-            for seed, value in zip(seeds, per_seed, strict=False):
-                num[f"d{m}_seed{seed}"] = pct(value)
+        num.update(_delta_columns(d, seeds))
         num.update(params=row["params"], flops=row["flops"], ms=row["ms"], learned=learned)
         numeric.append(num)
     return pd.DataFrame(shown), pd.DataFrame(numeric)
@@ -139,51 +129,50 @@ def _lookup(deltas: pd.DataFrame, reference: str, exp: str, metric: str) -> dict
 
 
 def pairwise_table(
-    deltas: pd.DataFrame, reference: str, names: Mapping[str, str], seeds: Sequence[int]
+    deltas: pd.DataFrame, strategy: str, names: Mapping[str, str], seeds: Sequence[int]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display, numeric): ``reference`` minus every other strategy, paired intervals as in
+    """(display, numeric): ``strategy`` minus every other strategy, paired intervals as in
     Table 3 (the paper's claim is ASFF against sum and concat, not only against none)."""
     shown, numeric = [], []
-    for exp in names:
-        if exp == reference:
+    for other in names:
+        if other == strategy:
             continue
-        d = {m: _lookup(deltas, reference, exp, m) for m in DELTA_METRICS}
+        d = {m: _lookup(deltas, other, strategy, m) for m in DELTA_METRICS}
         if d["AP"] is None:
             continue
-        label = f"{names[reference]} − {names[exp]}"
-        # the rows hold exp - reference: flip the sign and the interval
-        flipped = {m: _flip(r) for m, r in d.items()}
+        label = f"{names[strategy]} − {names[other]}"
         shown.append(
             {
                 "comparison": label,
-                **{f"Δ{m}": _delta(flipped[m]) for m in DELTA_METRICS},
-                "ΔAP per seed": ", ".join(
-                    _num(pct(v), sign=True) for v in flipped["AP"]["per_seed"]
-                ),
+                **{f"Δ{m}": _delta(d[m]) for m in DELTA_METRICS},
+                "ΔAP per seed": _per_seed(d["AP"]),
             }
         )
-        num = {"comparison": label, "reference": reference, "other": exp}
-        for m, r in flipped.items():
-            for key in ("delta", "lo", "hi"):
-                num[f"d{m}_{key}"] = pct(r[key]) if r is not None else math.nan
-            num[f"d{m}_within_noise"] = r["within_noise"] if r is not None else None
-            for seed, value in zip(seeds, r["per_seed"] if r is not None else [], strict=False):
-                num[f"d{m}_seed{seed}"] = pct(value)
-        numeric.append(num)
+        numeric.append(
+            {"comparison": label, "reference": strategy, "other": other} | _delta_columns(d, seeds)
+        )
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
 
-def _flip(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A difference row a - b turned into b - a (the interval's ends swap)."""
+def _per_seed(row: Mapping[str, Any] | None) -> str:
+    """'+1.2, -0.3, +0.8': a difference row's per-seed values in points."""
     if row is None:
-        return None
-    return {
-        **row,
-        "delta": -row["delta"],
-        "lo": -row["hi"],
-        "hi": -row["lo"],
-        "per_seed": [-v for v in row["per_seed"]],
-    }
+        return MISSING
+    return ", ".join(_num(pct(v), sign=True) for v in row["per_seed"])
+
+
+def _delta_columns(
+    d: Mapping[str, Mapping[str, Any] | None], seeds: Sequence[int]
+) -> dict[str, Any]:
+    """CSV columns d<metric>_{delta,lo,hi,within_noise,seed<k>} of difference rows (points)."""
+    num: dict[str, Any] = {}
+    for m, row in d.items():
+        for key in ("delta", "lo", "hi"):
+            num[f"d{m}_{key}"] = pct(row[key]) if row is not None else math.nan
+        num[f"d{m}_within_noise"] = row["within_noise"] if row is not None else None
+        for seed, value in zip(seeds, row["per_seed"] if row is not None else [], strict=False):
+            num[f"d{m}_seed{seed}"] = pct(value)
+    return num
 
 
 def table1_table(

@@ -136,7 +136,8 @@ def test_paired_bootstrap_separates_a_real_gain_from_none(study) -> None:
     runs = collect_runs(results, [f"fusion/{f}" for f in params["fusions"]], [0, 1, 2])
     scorers = _scorers(results, runs)
     exps = list(dict.fromkeys(runs["experiment"]))
-    deltas = paired_bootstrap(scorers, exps, [0, 1, 2], "fusion/none", replicates=300)
+    pairs = [(e, "fusion/none") for e in exps if e != "fusion/none"]
+    deltas = paired_bootstrap(scorers, pairs, [0, 1, 2], replicates=300)
     good = deltas[(deltas["experiment"] == "fusion/good") & (deltas["metric"] == "AP")].iloc[0]
     same = deltas[(deltas["experiment"] == "fusion/same") & (deltas["metric"] == "AP")].iloc[0]
     assert good["delta"] > 0.1 and good["lo"] > 0 and not good["within_noise"]
@@ -150,7 +151,7 @@ def test_paired_bootstrap_separates_a_real_gain_from_none(study) -> None:
     )
     assert good["delta"] == pytest.approx(expected)
     assert good["lo"] <= good["delta"] <= good["hi"]
-    again = paired_bootstrap(scorers, exps, [0, 1, 2], "fusion/none", replicates=300)
+    again = paired_bootstrap(scorers, pairs, [0, 1, 2], replicates=300)
     pd.testing.assert_frame_equal(deltas, again)  # seeded
 
 
