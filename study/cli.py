@@ -103,6 +103,22 @@ def cmd_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from study.pipeline import analyze
+
+    for path in analyze(load_cfg(args), args.params):
+        print(path)
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from study.pipeline import notebooks
+
+    for path in notebooks(Path(args.notebooks), Path(args.results), Path(args.out)):
+        print(path)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from study.pipeline import report
 
@@ -166,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--iters", type=int, default=None, help="timed images (default: profile)")
     p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser(
+        "analyze",
+        help="gradient consistency and fusion weights of a trained run (params `analysis`) "
+        "-> results/<name>/analysis/",
+    )
+    _experiment_args(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "notebooks", help="execute notebooks/*.ipynb on a results folder (ipynb + html)"
+    )
+    p.add_argument("--notebooks", default="notebooks", help="folder of notebooks to execute")
+    p.add_argument("--results", default="results", help="results folder the notebooks read")
+    p.add_argument("--out", default="results/notebooks", help="executed notebooks and HTML")
+    p.set_defaults(func=cmd_notebooks)
 
     p = sub.add_parser("report", help="comparison tables -> results/tables/")
     p.add_argument("--params", default="params.yaml")

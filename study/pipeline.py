@@ -5,8 +5,9 @@ A run is one (experiment, seed); the experiment is named by its path below ``exp
     data/synthetic/                         the built-in dataset (COCO layout), `study data`
     runs/<experiment>/seed<k>/last.pt       resumable training state (not tracked)
     models/<experiment>/seed<k>.pt          final weights + how to rebuild the model (DVC out)
+    models/<experiment>/snapshots/seed<k>/  weights during training (`train.snapshots`; DVC out)
     results/<experiment>/seed<k>/           train_summary.json, live/ (dvclive), metrics.json,
-                                            detections.json, speed.json
+                                            detections.json, speed.json, analysis/
     results/tables/                         paper-style tables from `study report`
 """
 
@@ -15,13 +16,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from study.config import load_params
 from study.errors import CheckpointError, ConfigError, StudyError
 from study.utils import pick_device, write_json
+
+if TYPE_CHECKING:
+    from study.data import CocoDetection
 
 log = logging.getLogger(__name__)
 EXPERIMENTS = Path("experiments")
@@ -35,12 +39,23 @@ class RunPaths:
     run_dir: Path  # runs/<experiment>/seed<k>: resumable state
     model: Path  # models/<experiment>/seed<k>.pt: final weights
     results: Path  # results/<experiment>/seed<k>: metrics, speed, training summary
+    snapshots: Path  # models/<experiment>/snapshots/seed<k>: weights during training
+
+    @property
+    def analysis(self) -> Path:
+        """results/<experiment>/seed<k>/analysis: gradient consistency, fusion weights."""
+        return self.results / "analysis"
 
 
 def run_paths(cfg: dict[str, Any]) -> RunPaths:
     """The paths of the run ``cfg`` describes (its ``name`` and ``train.seed``)."""
     sub = Path(cfg["name"]) / f"seed{int(cfg['train']['seed'])}"
-    return RunPaths(RUNS / sub, MODELS / sub.parent / f"{sub.name}.pt", RESULTS / sub)
+    return RunPaths(
+        RUNS / sub,
+        MODELS / sub.parent / f"{sub.name}.pt",
+        RESULTS / sub,
+        MODELS / sub.parent / "snapshots" / sub.name,
+    )
 
 
 def experiment_name(path: Path) -> str:
@@ -105,7 +120,8 @@ def make_data(params_path: str, out: Path | None = None) -> dict[str, Any]:
     return stats
 
 
-def _eval_dataset(cfg: dict[str, Any], split: str | None = None):  # noqa: ANN202
+def eval_dataset(cfg: dict[str, Any], split: str | None = None) -> CocoDetection:
+    """The run's validation split (or ``split``) with the test-time transforms."""
     from study.data import CocoDetection, build_eval_transforms
 
     ev, dc = cfg["eval"], cfg["data"]
@@ -126,7 +142,7 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
 
     def periodic_eval(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         nonlocal val
-        val = val or _eval_dataset(cfg)
+        val = val or eval_dataset(cfg)
         metrics = coco_evaluate(model, val, cfg, next(model.parameters()).device)
         return {k: metrics[k] for k in ("AP", "AP50", "APs", "APm", "APl")}
 
@@ -136,6 +152,7 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
         live_dir=paths.results / "live",
         evaluate_fn=periodic_eval,
         max_iters=max_iters,
+        snapshot_dir=paths.snapshots,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -198,7 +215,7 @@ def evaluate(
     device = pick_device(cfg["eval"]["device"])
     weights_path = default_weights(cfg, weights)
     model, blob = load_weights(weights_path, device)
-    dataset = _eval_dataset(cfg, split)
+    dataset = eval_dataset(cfg, split)
     if model.num_classes != dataset.num_classes:
         raise StudyError(
             f"weights have {model.num_classes} classes, dataset "
@@ -230,6 +247,23 @@ def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = N
         f"at {ev['img_size']} on {result['device']}"
     )
     return result
+
+
+def analyze(cfg: dict[str, Any], params_path: str) -> list[Path]:
+    """``study analyze``: the run's gradient consistency and fusion weights (study/analysis),
+    at its snapshots and its final weights; settings from params.yaml ``analysis``."""
+    from study.analysis import analyze_run
+
+    settings = load_params(params_path).get("analysis") if Path(params_path).is_file() else None
+    device = pick_device(cfg["eval"]["device"])
+    return analyze_run(cfg, settings or {}, run_paths(cfg), device, source=params_path)
+
+
+def notebooks(source: Path, results: Path, out: Path) -> list[Path]:
+    """``study notebooks``: execute every notebook of ``source`` on ``results`` into ``out``."""
+    from study.report.notebooks import execute_notebooks
+
+    return execute_notebooks(source, results, out)
 
 
 def report(params_path: str, results: Path) -> list[Path]:

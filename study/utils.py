@@ -49,8 +49,15 @@ def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
         torch.save(obj, tmp)
 
 
+# What the pipeline itself writes into the tree (DVC outputs and the lock file): a change there
+# is a result, not a change to the code or config that produced it, so it does not make the
+# revision dirty.
+PIPELINE_OUTPUTS = ("dvc.lock", "results", "models", "data/synthetic")
+
+
 def git_revision(cwd: str | os.PathLike[str] | None = None) -> str:
-    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``.
+    """The current git commit (with ``-dirty`` when code or config has uncommitted changes),
+    or ``unknown``. Changes to the pipeline's own outputs (``PIPELINE_OUTPUTS``) do not count.
 
     ``$STUDY_GIT_REVISION``, when set, names the commit that a copy of the tree (sent to another
     machine, possibly with a stale or no ``.git``) was made from; it is returned as
@@ -64,7 +71,15 @@ def git_revision(cwd: str | os.PathLike[str] | None = None) -> str:
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ":/",
+                *(f":(top,exclude){p}" for p in PIPELINE_OUTPUTS),
+            ],
             cwd=cwd,
             capture_output=True,
             text=True,

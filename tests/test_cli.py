@@ -13,7 +13,17 @@ from study.cli import build_parser, main
 from study.models import available
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("data", "train", "evaluate", "speed", "report", "import-official", "models")
+SUBCOMMANDS = (
+    "data",
+    "train",
+    "evaluate",
+    "speed",
+    "analyze",
+    "report",
+    "notebooks",
+    "import-official",
+    "models",
+)
 FULL_PARAMS = {
     "yolov3-original": "61,949,149",
     "baseline": "75,554,428",
@@ -52,7 +62,7 @@ def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> No
     assert exit_code([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: study {command}")
-    if command in ("train", "evaluate", "speed"):
+    if command in ("train", "evaluate", "speed", "analyze"):
         for opt in ("experiment", "--profile", "--params", "--set"):
             assert opt in out
     if command == "train":

@@ -72,6 +72,7 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
     train = STAGES[f"train-{group}"]
     assert dep_paths(train["outs"]) == [
         f"{MODELS}/{run}.pt",
+        f"{MODELS}/{group}/${{item.{key}}}/snapshots/seed${{item.seed}}",
         f"{RESULTS}/{run}/train_summary.json",
         f"{RESULTS}/{run}/live",
     ]
@@ -173,6 +174,8 @@ def test_run_paths_of_an_experiment_and_seed(monkeypatch: pytest.MonkeyPatch) ->
     assert paths.run_dir == RUNS / "fusion" / "asff" / "seed2"
     assert paths.model == MODELS / "fusion" / "asff" / "seed2.pt"
     assert paths.results == RESULTS / "fusion" / "asff" / "seed2"
+    assert paths.snapshots == MODELS / "fusion" / "asff" / "snapshots" / "seed2"
+    assert paths.analysis == RESULTS / "fusion" / "asff" / "seed2" / "analysis"
 
 
 def test_experiment_name_is_the_path_below_experiments(tmp_path: Path) -> None:

@@ -23,6 +23,16 @@ def test_git_revision_of_a_checkout_and_of_a_copy(
     subprocess.run([*git, "commit", "-q", "-m", "m"], check=True)
     clean = git_revision(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{40}", clean)
+    # What the pipeline writes (results, models, dvc.lock) is a result, not a code change.
+    for out in ("dvc.lock", "results/tables/t.md", "models/m.pt"):
+        (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / out).write_text("1")
+        subprocess.run([*git, "add", out], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "outputs"], check=True)
+    clean = git_revision(tmp_path)
+    for out in ("dvc.lock", "results/tables/t.md", "models/m.pt"):
+        (tmp_path / out).write_text("2")
+    assert git_revision(tmp_path) == clean
     (tmp_path / "f").write_text("b")
     assert git_revision(tmp_path) == clean + "-dirty"
     # A copy sent to another machine names the commit it was made from, whatever .git it has.

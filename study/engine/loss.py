@@ -19,7 +19,7 @@ targets, and returns the same five terms, summed over levels and divided by the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 
 IOU_LOSSES = ("none", "iou", "giou")
 LOSS_KEYS = ("anchor", "iou", "l1", "obj", "cls", "total")
+
+
+class LevelLoss(NamedTuple):
+    """One level's loss terms (un-normalised) and the target assignment behind them.
+
+    ``obj_target`` and ``obj_weight`` are ``(B, A, H, W)``: 1 at positives, and the objectness
+    weight (0 where a negative is ignored); ``gt_index`` is the index (into the concatenated
+    targets of the batch) of the object assigned at each positive, -1 elsewhere.
+    """
+
+    terms: dict[str, Tensor]
+    obj_target: Tensor
+    obj_weight: Tensor
+    gt_index: Tensor
 
 
 def wh_iou(wh_a: Tensor, wh_b: Tensor) -> Tensor:
@@ -157,6 +171,26 @@ class YOLOLoss(nn.Module):
             Scalar tensors ``anchor``, ``iou``, ``l1``, ``obj``, ``cls`` and their sum ``total``,
             each summed over levels and divided by the batch size.
         """
+        levels = self.level_losses(outputs, targets, img_size)
+        batch = outputs[0].raw.shape[0]
+        zero = torch.zeros((), device=outputs[0].raw.device)
+        terms = dict.fromkeys(LOSS_KEYS[:-1], zero)
+        for level in levels:
+            terms = {k: terms[k] + level.terms[k] for k in terms}
+        terms = {k: v / batch for k, v in terms.items()}
+        terms["total"] = sum(terms.values(), zero)
+        return terms
+
+    def level_losses(
+        self,
+        outputs: Sequence[LevelOutput],
+        targets: list[dict],
+        img_size: int | tuple[int, int],
+    ) -> list[LevelLoss]:
+        """Each level's terms (summed over the batch, not divided) and target assignment.
+
+        ``forward`` sums these; ``study analyze`` differentiates each level's total on its own.
+        """
         if len(outputs) != len(self.anchor_masks):
             raise ValueError(f"expected {len(self.anchor_masks)} levels, got {len(outputs)}")
         img_h, img_w = (img_size, img_size) if isinstance(img_size, int) else img_size
@@ -176,10 +210,9 @@ class YOLOLoss(nn.Module):
         gt_slot = self.slot_of.to(device)[best_n]
         per_image = [torch.nonzero(gt_image == b).squeeze(1) for b in range(batch)]
 
-        zero = torch.zeros((), device=device)
-        terms = dict.fromkeys(LOSS_KEYS[:-1], zero)
+        levels = []
         for level, out in enumerate(outputs):
-            level_terms = self._level_loss(
+            level_loss = self._level_loss(
                 out,
                 level,
                 gt_xyxy,
@@ -193,10 +226,8 @@ class YOLOLoss(nn.Module):
                 per_image,
                 img_area,
             )
-            terms = {k: terms[k] + level_terms[k] for k in terms}
-        terms = {k: v / batch for k, v in terms.items()}
-        terms["total"] = sum(terms.values(), zero)
-        return terms
+            levels.append(level_loss)
+        return levels
 
     def _level_loss(
         self,
@@ -212,8 +243,8 @@ class YOLOLoss(nn.Module):
         gt_slot: Tensor,
         per_image: list[Tensor],
         img_area: float,
-    ) -> dict[str, Tensor]:
-        """The five (un-normalised) loss terms of one level."""
+    ) -> LevelLoss:
+        """The five (un-normalised) loss terms of one level and its assignment."""
         raw = out.raw.float()
         prior_wh = out.anchor_wh.float()
         stride = float(out.stride)
@@ -247,6 +278,7 @@ class YOLOLoss(nn.Module):
                 best = box_iou(pred_xyxy_det[b].reshape(-1, 4), gt_xyxy[idx]).max(dim=1).values
                 obj_weight[b] = (best <= self.ignore_thresh).reshape(obj_weight.shape[1:]).float()
         obj_target = torch.zeros_like(obj_weight)
+        gt_index = torch.full(raw.shape[:4], -1, dtype=torch.long, device=device)
 
         sel = torch.nonzero(gt_level == level).squeeze(1)
         # 0 * sum keeps every level's guide_wh in the graph (DDP needs a gradient for it).
@@ -282,6 +314,7 @@ class YOLOLoss(nn.Module):
             scale = 2.0 - wh[:, 0] * wh[:, 1] / img_area
 
             obj_target[b, aa, j, i] = 1.0
+            gt_index[b, aa, j, i] = k
             obj_weight[b, aa, j, i] = gt_weights[k]
 
             pos_raw = raw[b, aa, j, i]
@@ -318,4 +351,4 @@ class YOLOLoss(nn.Module):
             obj_weight
             * F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="none")
         ).sum()
-        return terms
+        return LevelLoss(terms, obj_target, obj_weight, gt_index)

@@ -44,7 +44,7 @@ def config_hash(cfg: dict[str, Any]) -> str:
     keep["train"] = {
         k: v
         for k, v in keep["train"].items()
-        if k not in ("checkpoint_every", "eval_every", "log_every", "device")
+        if k not in ("checkpoint_every", "eval_every", "log_every", "device", "snapshots")
     }
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -153,8 +153,10 @@ class Trainer:
         live_dir: Path | None = None,
         evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
         max_iters: int | None = None,
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.cfg, self.tc = cfg, cfg["train"]
+        self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
         self.run_dir, self.live_dir = Path(run_dir), live_dir
         self.evaluate_fn, self.max_iters = evaluate_fn, max_iters
         self.device = pick_device(self.tc["device"])
@@ -246,6 +248,32 @@ class Trainer:
             },
         }
         torch_save(state, self.ckpt_path)
+
+    def snapshot_epochs(self) -> dict[int, float]:
+        """``train.snapshots`` (fractions of the run) -> {epochs completed: fraction}.
+
+        0 is the initial weights (before the first step); the run's end is its model file.
+        """
+        epochs, out = int(self.tc["epochs"]), {}
+        for frac in self.tc["snapshots"] or []:
+            if not isinstance(frac, (int, float)) or not 0.0 <= float(frac) < 1.0:
+                raise StudyError(
+                    f"train.snapshots: {frac!r} is not a fraction of the run in [0, 1)"
+                )
+            out[round(float(frac) * epochs)] = float(frac)
+        return out
+
+    def save_snapshot(self, epochs_done: int) -> None:
+        """The delivered weights after ``epochs_done`` epochs, for the analysis stage."""
+        if self.snapshot_dir is None or not self.dist.is_main:
+            return
+        save_weights(
+            self.final_model,
+            self.dataset,
+            self.cfg,
+            self.snapshot_dir / f"epoch{epochs_done}.pt",
+            extra={"snapshot": {"epoch": epochs_done, "iteration": self.global_iter}},
+        )
 
     def try_resume(self) -> bool:
         if not self.ckpt_path.is_file():
@@ -347,6 +375,9 @@ class Trainer:
         epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
         last: dict[str, float] = {}
         history: list[dict[str, Any]] = []
+        snapshots = self.snapshot_epochs()
+        if self.start_epoch == 0 and 0 in snapshots:
+            self.save_snapshot(0)
         for epoch in range(self.start_epoch, epochs):
             seed_everything(self.tc["seed"] * 7919 + epoch + 1000 * self.dist.rank)
             self.apply_epoch_schedules(epoch)
@@ -402,6 +433,8 @@ class Trainer:
                 barrier(self.dist)
             history.append(record)
             finished = it + 1 == iters
+            if finished and epoch + 1 in snapshots:
+                self.save_snapshot(epoch + 1)
             if finished and ((epoch + 1) % self.tc["checkpoint_every"] == 0 or epoch + 1 == epochs):
                 self.save_checkpoint(epoch)
             if self.max_iters is not None and self.global_iter >= self.max_iters:
@@ -440,7 +473,13 @@ class Trainer:
         )
 
 
-def save_weights(model: nn.Module, dataset: CocoDetection, cfg: dict, path: Path) -> None:
+def save_weights(
+    model: nn.Module,
+    dataset: CocoDetection,
+    cfg: dict,
+    path: Path,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Final weights plus what is needed to rebuild and evaluate the model."""
     torch_save(
         {
@@ -449,6 +488,7 @@ def save_weights(model: nn.Module, dataset: CocoDetection, cfg: dict, path: Path
             "config": cfg,
             "class_names": dataset.class_names,
             "label_to_cat_id": list(dataset.label_to_cat_id),
+            **(extra or {}),
         },
         path,
     )

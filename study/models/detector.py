@@ -39,10 +39,21 @@ class Detector(nn.Module):
         With ``return_fusion_weights`` also returns the fusion's per-level weight maps
         ((B, 3, H_l, W_l) each: alpha, beta, gamma) or None for fusions without weights.
         """
-        feats = self.neck(*self.backbone(x))
-        fused, weights = self.fusion(feats, return_weights=True)
-        outputs = [head(f) for head, f in zip(self.heads, fused, strict=True)]
+        fused, weights = self.fuse(self.features(x))
+        outputs = self.predict_levels(fused)
         return (outputs, weights) if return_fusion_weights else outputs
+
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The neck's three maps ``[P5, P4, P3]``: what the fusion reads (x^1, x^2, x^3)."""
+        return self.neck(*self.backbone(x))
+
+    def fuse(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor] | None]:
+        """The fusion's output maps (one per level) and its weight maps (or None)."""
+        return self.fusion(feats, return_weights=True)
+
+    def predict_levels(self, fused: Sequence[Tensor]) -> list[LevelOutput]:
+        """One head per fused level -> ``LevelOutput`` s."""
+        return [head(f) for head, f in zip(self.heads, fused, strict=True)]
 
     @staticmethod
     def decode(outputs: Sequence[LevelOutput]) -> Tensor:

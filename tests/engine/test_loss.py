@@ -294,3 +294,25 @@ def test_later_target_wins_and_tv_tensor_input() -> None:
     # A (height, width) tuple gives the same result for a square input.
     tup = loss_fn()(outs, [tgt], (IMG, IMG))
     assert tup["total"].item() == pytest.approx(out["total"].item())
+
+
+def test_level_losses_sum_to_the_loss_and_name_the_assignment() -> None:
+    """``level_losses`` (what ``study analyze`` differentiates level by level) adds up to the
+    loss, and its assignment marks the hand-made target's cell with the target's index."""
+    crit = loss_fn()
+    outs = make_outputs(batch=2)
+    set_perfect(outs, b=1)
+    targets = [target((50.0, 50.0, 8.0, 8.0)), target(BOX, (40.0, 20.0, 12.0, 10.0))]
+    levels = crit.level_losses(outs, targets, IMG)
+    total = crit(outs, targets, IMG)
+    for key in ("anchor", "iou", "l1", "obj", "cls"):
+        summed = sum(level.terms[key] for level in levels) / 2
+        assert float(summed) == pytest.approx(float(total[key]), rel=1e-6, abs=1e-9)
+    # Targets are concatenated over the batch: index 1 is image 1's first box (BOX).
+    at = levels[LEVEL]
+    assert int(at.gt_index[1, SLOT, CELL_J, CELL_I]) == 1
+    assert float(at.obj_target[1, SLOT, CELL_J, CELL_I]) == 1.0
+    for level in levels:
+        assert ((level.gt_index >= 0) == (level.obj_target == 1)).all()
+    assigned = sorted(int(i) for level in levels for i in level.gt_index[level.gt_index >= 0])
+    assert assigned == [0, 1, 2]  # every target is positive at exactly one level

@@ -26,7 +26,7 @@ import yaml
 from study.config import deep_merge, load_experiment
 from study.data.synthetic import MIN_IMG_SIZE, class_names, generate
 from study.engine.trainer import LOSS_TERMS, Trainer, config_hash
-from study.errors import TrainingDiverged
+from study.errors import StudyError, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -110,6 +110,36 @@ def test_two_iteration_training_run(data_root: Path, tmp_path: Path) -> None:
     weights = [k for k, _ in trainer.model.named_parameters()]
     assert len([k for k in weights if k in changed]) > 0.9 * len(weights)
     assert all(torch.equal(state["model"][k], after[k]) for k in after)
+
+
+def test_snapshots_keep_the_initial_and_mid_run_weights(data_root: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(data_root, epochs=2, snapshots=[0.0, 0.5])
+    trainer = Trainer(cfg, run_dir=tmp_path / "run", snapshot_dir=tmp_path / "snap")
+    before = state_copy(trainer.model)
+    summary = trainer.fit()
+    assert summary["iterations"] == 4  # 8 images, batch 4, 2 epochs
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["epoch0.pt", "epoch1.pt"]
+    init = torch.load(tmp_path / "snap" / "epoch0.pt", map_location="cpu", weights_only=False)
+    mid = torch.load(tmp_path / "snap" / "epoch1.pt", map_location="cpu", weights_only=False)
+    assert init["snapshot"] == {"epoch": 0, "iteration": 0}
+    assert mid["snapshot"] == {"epoch": 1, "iteration": 2}
+    assert init["spec"] == trainer.model.spec
+    assert init["class_names"] == trainer.dataset.class_names
+    assert all(torch.equal(init["model"][k], v) for k, v in before.items())
+    final = trainer.model.state_dict()
+    for other in (before, final):  # the mid-run weights are neither the start nor the end
+        assert any(not torch.equal(mid["model"][k], other[k]) for k in other)
+    # Snapshots do not change what is trained: the config hash ignores them.
+    assert config_hash(cfg) == config_hash(tiny_cfg(data_root, epochs=2, snapshots=[]))
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "half"])
+def test_a_snapshot_outside_the_run_is_an_error(data_root: Path, tmp_path: Path, bad) -> None:
+    cfg = tiny_cfg(data_root, snapshots=[bad])
+    trainer = Trainer(cfg, run_dir=tmp_path / "run", snapshot_dir=tmp_path / "snap")
+    with pytest.raises(StudyError, match="train.snapshots"):
+        trainer.fit()
+    assert not (tmp_path / "snap").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -148,3 +148,42 @@ def test_unknown_fusion_arguments_name_the_valid_ones() -> None:
 def test_unknown_fusion_is_a_key_error_listing_the_registered() -> None:
     with pytest.raises(KeyError, match="unknown fusion 'nope'; registered: asff, concat"):
         build_model("yolov3-spp", fusion="nope", **TINY)
+
+
+@pytest.mark.parametrize("fusion", STRATEGIES)
+def test_detached_weights_change_only_the_gradient_through_the_weights(fusion: str) -> None:
+    """``detach_weights`` (what ``study analyze`` sets) leaves every output unchanged; it
+    changes the gradient into the features only where the weights depend on them (ASFF)."""
+    torch.manual_seed(0)
+    model = build_model("yolov3-spp", num_classes=3, fusion=fusion, **TINY).eval()
+    feats = [f.detach().requires_grad_() for f in model.features(torch.randn(1, 3, 64, 64))]
+
+    def run(detach: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        for m in model.fusion.modules():
+            if isinstance(m, LevelResize):
+                m.detach_weights = detach
+        fused, _ = model.fuse(feats)
+        loss = sum((f**2).mean() for f in fused)
+        return fused, list(torch.autograd.grad(loss, feats))
+
+    (out_a, grad_a), (out_b, grad_b) = run(False), run(True)
+    for a, b in zip(out_a, out_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    pairs = zip(grad_a, grad_b, strict=True)
+    change = max(float((a - b).abs().max() / a.abs().max()) for a, b in pairs)
+    if fusion == "asff":  # the weights are a function of the features
+        assert change > 1e-6
+    else:
+        assert change == 0.0, fusion
+
+
+def test_the_detector_is_features_then_fuse_then_heads() -> None:
+    torch.manual_seed(0)
+    model = build_model("yolov3-spp", num_classes=3, fusion="asff", **TINY).eval()
+    x = torch.randn(1, 3, 64, 64)
+    outputs, weights = model(x, return_fusion_weights=True)
+    fused, weights_b = model.fuse(model.features(x))
+    for a, b in zip(outputs, model.predict_levels(fused), strict=True):
+        torch.testing.assert_close(a.raw, b.raw, rtol=0, atol=0)
+    for a, b in zip(weights, weights_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -9,8 +9,11 @@ A strategy is one module in this package (imported automatically) that registers
 heads' (1024, 512, 256 times width); ``rfb`` says whether the heads carry RFB blocks (ASFF*). The
 module's ``forward(feats, return_weights=False)`` returns the three fused maps and, with
 ``return_weights``, also one weight map per output level, ``(B, 3, H_l, W_l)``: the share of
-input levels 0, 1, 2 at each location (None for a strategy without weights). The builder's own
-keyword arguments are the experiment file's ``model.fusion_args``, checked by name.
+input levels 0, 1, 2 at each location (None for a strategy without weights). A strategy with
+weights honours its per-level modules' ``detach_weights`` flag (``resize.LevelResize``): when set,
+the weights are treated as constants in the backward pass, as the paper's section 3.3 argues
+(``study analyze`` measures the gradients both ways). The builder's own keyword arguments are
+the experiment file's ``model.fusion_args``, checked by name.
 
 Adding a strategy: this module + ``experiments/fusion/<name>.yaml`` (``model.fusion: <name>``)
 + its name in params.yaml ``fusions``; the registry-walking tests then build, run and train it.

@@ -48,6 +48,8 @@ class ASFFLevel(LevelResize):
             )
         )
         w = F.softmax(logits, dim=1)  # (B, 3, H, W): alpha, beta, gamma
+        if self.detach_weights:
+            w = w.detach()
         fused = r0 * w[:, 0:1] + r1 * w[:, 1:2] + r2 * w[:, 2:3]
         return self.expand(fused), w
 

@@ -28,6 +28,10 @@ class LevelResize(nn.Module):
     weights import by renaming prefixes only.
     """
 
+    # ``study analyze`` sets this to cut the gradient through a strategy's weights (the paper's
+    # section 3.3 argument treats alpha, beta, gamma as constants); it changes no output.
+    detach_weights: bool = False
+
     def __init__(self, level: int, in_channels: tuple[int, int, int]) -> None:
         super().__init__()
         self.level = level

@@ -30,6 +30,8 @@ class ScalarLevel(LevelResize):
         r0, r1, r2 = self.resize(x0, x1, x2)
         p = F.relu(self.level_weights)
         w = p / (p.sum() + self.eps)  # (3,)
+        if self.detach_weights:
+            w = w.detach()
         fused = r0 * w[0] + r1 * w[1] + r2 * w[2]
         b, _, h, wd = r0.shape
         return self.expand(fused), w.view(1, 3, 1, 1).expand(b, 3, h, wd)
