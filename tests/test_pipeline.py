@@ -78,12 +78,16 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
     ]
     evaluate = STAGES[f"evaluate-{group}"]
     assert f"{MODELS}/{run}.pt" in evaluate["deps"] and "${dataset}" in evaluate["deps"]
-    assert dep_paths(evaluate["outs"]) == [f"{RESULTS}/{run}/detections.json"]
-    assert dep_paths(evaluate["metrics"]) == [f"{RESULTS}/{run}/metrics.json"]
+    # per-run files are plain outputs: `dvc exp show` reads only the report's compact metrics
+    assert dep_paths(evaluate["outs"]) == [
+        f"{RESULTS}/{run}/detections.json",
+        f"{RESULTS}/{run}/metrics.json",
+    ]
     speed = STAGES[f"speed-{group}"]
     assert f"{MODELS}/{run}.pt" in speed["deps"]
     assert {"study/eval/speed.py", "study/eval/postprocess.py"} <= set(speed["deps"])
-    assert dep_paths(speed["metrics"]) == [f"{RESULTS}/{run}/speed.json"]
+    assert dep_paths(speed["outs"]) == [f"{RESULTS}/{run}/speed.json"]
+    assert not any("metrics" in STAGES[f"{s}-{group}"] for s in ("train", "evaluate", "speed"))
 
 
 def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> None:
@@ -124,6 +128,8 @@ def test_report_depends_on_every_run_and_its_params() -> None:
     report = STAGES["report"]
     assert {"results/fusion", "results/table1", "study/report"} <= set(report["deps"])
     assert set(report["params"]) == {
+        "profile",
+        "dataset",
         "fusions",
         "seeds",
         "table1",
@@ -131,8 +137,28 @@ def test_report_depends_on_every_run_and_its_params() -> None:
         "table1_seeds",
         "report",
     }
-    assert dep_paths(report["outs"]) == ["results/tables"]
+    assert dep_paths(report["outs"]) == ["results/tables", "results/figures"]
+    assert dep_paths(report["metrics"]) == ["results/metrics.json"]
     assert dep_paths(STAGES["data"]["outs"]) == [PARAMS["synthetic"]["out"]]
+
+
+def test_every_fusion_run_is_analysed_from_its_snapshots() -> None:
+    analyze = STAGES["analyze-fusion"]
+    assert analyze["matrix"] == {"fusion": "${fusions}", "seed": "${seeds}"}
+    assert analyze["cmd"] == "study analyze fusion/${item.fusion} --seed ${item.seed}"
+    run = "fusion/${item.fusion}/seed${item.seed}"
+    deps = set(analyze["deps"])
+    assert {
+        f"{MODELS}/{run}.pt",
+        f"{MODELS}/fusion/${{item.fusion}}/snapshots/seed${{item.seed}}",
+    } <= deps
+    assert {"study/analysis", "study/models", "study/engine/loss.py", "${dataset}"} <= deps
+    assert RUN_MODULES <= deps and "analysis" in analyze["params"]
+    assert dep_paths(analyze["outs"]) == [f"{RESULTS}/{run}/analysis"]
+    notebooks = STAGES["notebooks"]
+    assert notebooks["cmd"] == "study notebooks"
+    assert {"notebooks", "results/tables", "results/figures"} <= set(notebooks["deps"])
+    assert dep_paths(notebooks["outs"]) == ["results/notebooks"]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

@@ -1,4 +1,8 @@
-"""Paper-style tables from ``results/<experiment>/seed<k>/``: what ``study report`` writes."""
+"""Paper-style tables and figures from ``results/<experiment>/seed<k>/``: what ``study report``
+writes. ``results/tables/``: Table 3 (fusion), the pairwise table, Table 1, the gradient
+consistency and weight agreement tables, the replication scorecard (each as Markdown, LaTeX and
+CSV) and runs.csv; ``results/figures/``: the analysis figures; ``results/metrics.json``: the
+compact metrics file that ``dvc exp show`` reads (AP, APs, APm, APl per experiment and seed)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from study.errors import StudyError
 from study.report.collect import AP_COLUMNS, collect_runs, detections_path, read_json
 from study.report.stats import paired_bootstrap, seed_summary
 from study.report.tables import fusion_table, pairwise_table, table1_table, write_table
+from study.utils import write_json
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (*AP_COLUMNS, "params", "flops", "ms", "train_min")
@@ -53,7 +58,8 @@ def _scorers(results_dir: Path, runs: pd.DataFrame) -> dict[tuple[str, int], Any
 
 def fusion_report(
     params: Mapping[str, Any], results_dir: Path, out_dir: Path
-) -> tuple[list[Path], pd.DataFrame]:
+) -> tuple[list[Path], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Table 3 and the pairwise table; returns (paths, runs, seed summary, paired deltas)."""
     fusions, seeds = list(params.get("fusions") or []), list(params.get("seeds") or [0])
     rep = params.get("report") or {}
     min_ap = float(rep.get("min_ap", 0.10))
@@ -116,7 +122,7 @@ def fusion_report(
             "those two not published).",
         ]
         paths += write_table(out_dir, f"fusion_vs_{pairwise}", pshown, pnumeric, pcaption, pnotes)
-    return paths, runs
+    return paths, runs, summary, deltas
 
 
 def table1_report(
@@ -149,27 +155,193 @@ def table1_report(
     return write_table(out_dir, "table1", shown, numeric, caption, notes), runs
 
 
+def analysis_report(
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    figures_dir: Path,
+    runs: pd.DataFrame,
+) -> tuple[list[Path], dict[str, pd.DataFrame] | None]:
+    """The gradient-consistency and agreement tables and the analysis figures, when the fusion
+    runs have been analysed (``study analyze``); (paths, long tables) or ([], None)."""
+    from study.report.analysis import (
+        agreement_table,
+        analysis_dir,
+        collect_analysis,
+        gradient_table,
+    )
+    from study.report.figures import (
+        conflict_share_figure,
+        share_vs_weight_figure,
+        weight_maps_figure,
+    )
+
+    fusions, seeds = list(params.get("fusions") or []), list(params.get("seeds") or [0])
+    folders = [analysis_dir(results_dir, f"fusion/{f}", s) for f in fusions for s in seeds]
+    present = [d.is_dir() for d in folders]
+    if not any(present):
+        log.info("no analysis results (study analyze): gradient tables and figures skipped")
+        return [], None
+    if not all(present):
+        missing = [str(d) for d, ok in zip(folders, present, strict=True) if not ok]
+        raise StudyError(f"analysis missing for some runs: {', '.join(missing[:3])}")
+    data = collect_analysis(results_dir, fusions, seeds)
+    profile = runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else "?"
+    analysed = "/".join(str(n) for n in data["images"]["images"])
+    where = (
+        f"profile `{profile}`, dataset {_dataset_label(runs)} ({analysed} analysed), "
+        f"seeds {', '.join(map(str, seeds))}"
+    )
+    paths: list[Path] = []
+    shown, numeric = gradient_table(data["gradients"], fusions)
+    caption = (
+        f"**Gradient consistency (paper section 3.3, measured)**, {where}. Conflict share at "
+        "locations of x^k positive at level k and background at the other levels: the part of "
+        "the gradient at x^k that comes from the other levels' losses, |Σ_{j≠k} g^{k←j}| / "
+        "(|g^{k←k}| + |Σ_{j≠k} g^{k←j}|), mean over locations, mean ± std over seeds."
+    )
+    notes = [
+        "Checkpoints: the run's snapshots (`train.snapshots`: init = the initial weights) and "
+        "its final weights. Gradients in eval mode (BatchNorm running statistics), one backward "
+        "per head level on the neck's three output maps (what the fusion reads).",
+        "'weights detached': the fusion weights treated as constants in the backward pass, as "
+        "the paper's argument does; for fusions without weights it is the full gradient.",
+        "`none` is 0 by construction: without fusion a level's loss does not reach the other "
+        "levels' maps after the neck (the levels still meet in the neck's top-down path, "
+        "before x^k, which this measure does not cover).",
+        "cosine: between g^{k←k} and Σ_{j≠k} g^{k←j} at the same locations (negative = the "
+        "other levels push the other way). w_others: the weight the other output levels give "
+        "to input level k at those locations (fusions with weights).",
+    ]
+    paths += write_table(out_dir, "gradient_consistency", shown, numeric, caption, notes)
+    ashown, anumeric = agreement_table(data["agreement"], fusions)
+    if not ashown.empty:
+        acaption = (
+            f"**Does the largest fusion weight pick the assigned level? (claim C6)**, {where}, "
+            "final weights. For each ground-truth object positive at level k, the weights at "
+            "its centre cell on output level k: % of objects whose largest weight is on input "
+            "level k (chance 33.3), mean ± std over seeds."
+        )
+        anotes = [
+            "Sizes by COCO's area thresholds in original-image pixels (32², 96²). An object "
+            "that lost its cell to another one (the loss's last-target-wins rule) is not counted.",
+            "`scalar` has one weight per level for all locations, so its rate per size is 100 % "
+            "or 0 % by construction.",
+        ]
+        paths += write_table(out_dir, "weight_agreement", ashown, anumeric, acaption, anotes)
+    paths += conflict_share_figure(
+        data["gradients"],
+        fusions,
+        figures_dir,
+        f"Conflict share over training ({where}); points: seeds, lines: their mean",
+    )
+    weighted = sorted(set(data["agreement"]["fusion"])) if not data["agreement"].empty else []
+    weighted = [f for f in fusions if f in weighted]
+    paths += (
+        share_vs_weight_figure(
+            data["bins"],
+            weighted,
+            figures_dir,
+            f"Conflict share against the weight the other levels give (final weights; {where})",
+        )
+        or []
+    )
+    class_names = _class_names(runs)
+    for fusion in weighted:
+        maps = analysis_dir(results_dir, f"fusion/{fusion}", seeds[0]) / "maps.npz"
+        if maps.is_file():
+            paths += (
+                weight_maps_figure(
+                    maps,
+                    f"weight_maps_{fusion}",
+                    figures_dir,
+                    f"{fusion} fusion weights, seed {seeds[0]}, final weights ({where})",
+                    class_names,
+                )
+                or []
+            )
+    return paths, data
+
+
+def _class_names(runs: pd.DataFrame) -> list[str]:
+    from study.data import load_coco
+
+    ann = runs["ann_file"].dropna()
+    if ann.empty or not Path(ann.iloc[0]).is_file():
+        return []
+    cats = load_coco(ann.iloc[0]).cats
+    return [cats[c]["name"] for c in sorted(cats)]
+
+
+def compact_metrics(runs: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{experiment: {seed<k>: {AP, APs, APm, APl}}}`` (fractions, 4 digits): what
+    ``dvc exp show`` / ``dvc exp diff`` compare."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for _, row in runs.iterrows():
+        values = {
+            m: (None if pd.isna(row[m]) else round(float(row[m]), 4))
+            for m in ("AP", "APs", "APm", "APl")
+        }
+        out.setdefault(row["experiment"], {})[f"seed{int(row['seed'])}"] = values
+    return out
+
+
 def build_report(
-    params: Mapping[str, Any], results_dir: str | Path, out_dir: str | Path | None = None
+    params: Mapping[str, Any],
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
 ) -> list[Path]:
-    """What ``study report`` runs: Table 3, Table 1 and ``runs.csv`` (every run's metrics)."""
+    """What ``study report`` runs: Table 3, Table 1, runs.csv, the analysis tables and figures,
+    the scorecard and the compact metrics file."""
+    from study.report.scorecard import RULES, Evidence, scorecard, verdict_counts
+
     results_dir = Path(results_dir)
     out = Path(out_dir) if out_dir is not None else results_dir / "tables"
+    figures = results_dir / "figures"
     if not params.get("fusions") and not params.get("table1"):
         raise StudyError("params: neither `fusions` nor `table1` lists an experiment")
     paths: list[Path] = []
     frames = []
+    fusion_runs = summary = deltas = None
+    analysis = None
+    min_ap = float((params.get("report") or {}).get("min_ap", 0.10))
     if params.get("fusions"):
-        p, runs = fusion_report(params, results_dir, out)
+        p, fusion_runs, summary, deltas = fusion_report(params, results_dir, out)
         paths += p
-        frames.append(runs)
-    p, runs = table1_report(params, results_dir, out)
+        frames.append(fusion_runs)
+        p, analysis = analysis_report(params, results_dir, out, figures, fusion_runs)
+        paths += p
+    p, table1_runs = table1_report(params, results_dir, out)
     paths += p
-    frames.append(runs)
+    frames.append(table1_runs)
     all_runs = pd.concat([f for f in frames if not f.empty], ignore_index=True)
     from study.utils import write_text
 
     runs_csv = out / "runs.csv"
     write_text(runs_csv, all_runs.to_csv(index=False))
-    log.info("wrote %s", ", ".join(map(str, [*paths, runs_csv])))
-    return [*paths, runs_csv]
+    paths.append(runs_csv)
+
+    evidence = Evidence(
+        summary,
+        deltas,
+        fusion_runs,
+        table1_runs,
+        None if analysis is None else analysis["gradients"],
+        None if analysis is None else analysis["agreement"],
+        min_ap,
+    )
+    card = scorecard(evidence)
+    profile = params.get("profile", "?")
+    shown = card[["claim", "statement", "paper", "measured", "spread", "verdict"]]
+    caption = (
+        f"**Replication scorecard**, profile `{profile}`, dataset {params.get('dataset', '?')}: "
+        f"{verdict_counts(card)}. Each verdict follows the rule below, applied by "
+        "`study report` to the tables beside it."
+    )
+    notes = [f"{k}: {v}" for k, v in RULES.items()]
+    paths += write_table(out, "scorecard", shown, card, caption, notes)
+    metrics = results_dir / "metrics.json"
+    write_json(metrics, compact_metrics(all_runs))
+    paths.append(metrics)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+    return paths

@@ -1,7 +1,8 @@
 """Paper-style tables: Table 3 (fusion strategies over seeds) and Table 1 (the component chain).
 
 Each table is written as Markdown (for people, with a caption that names the profile, dataset
-and method) and CSV (unrounded numbers, for tools). AP values are shown as COCO AP x 100.
+and method), LaTeX (booktabs, for papers) and CSV (unrounded numbers, for tools). AP values
+are shown as COCO AP x 100.
 """
 
 from __future__ import annotations
@@ -218,7 +219,20 @@ def table1_table(
 
 def to_markdown(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) -> str:
     """GitHub Markdown: the caption, the table, then notes as a list."""
-    left = {"strategy", "row", "comparison", "paper source", "note", "paper (COCO, GA head, 608)"}
+    left = {
+        "strategy",
+        "row",
+        "comparison",
+        "paper source",
+        "note",
+        "paper (COCO, GA head, 608)",
+        "claim",
+        "statement",
+        "paper",
+        "measured",
+        "spread",
+        "verdict",
+    }
     align = ["left" if c in left else "right" for c in table.columns]
     body = table.to_markdown(index=False, disable_numparse=True, colalign=align)
     text = f"{caption}\n\n{body}\n"
@@ -227,11 +241,59 @@ def to_markdown(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) ->
     return text
 
 
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "Σ": r"$\Sigma$",
+    "≠": r"$\neq$",
+    "←": r"$\leftarrow$",
+    "−": "-",
+    "²": r"$^2$",
+}
+
+
+def latex_escape(text: str) -> str:
+    text = str(text).replace("**", "").replace("`", "")
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) -> str:
+    """A booktabs ``table`` environment: caption (with the notes appended), header, rows."""
+    left = {"strategy", "row", "comparison", "claim", "statement", "note", "verdict"}
+    spec = "".join("l" if c in left else "r" for c in table.columns)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{latex_escape(caption + (' ' + ' '.join(notes) if notes else ''))}}}",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in table.columns) + r" \\",
+        r"\midrule",
+    ]
+    for _, row in table.iterrows():
+        lines.append(" & ".join(latex_escape(v) for v in row.tolist()) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(
     out_dir: Path, name: str, shown: pd.DataFrame, numeric: pd.DataFrame, caption: str, notes=()
 ) -> list[Path]:
-    """``<name>.md`` and ``<name>.csv`` under ``out_dir``, atomically."""
-    md, csv = Path(out_dir) / f"{name}.md", Path(out_dir) / f"{name}.csv"
+    """``<name>.md`` (people), ``<name>.tex`` (booktabs, papers) and ``<name>.csv`` (tools,
+    unrounded) under ``out_dir``, atomically."""
+    md, tex, csv = (Path(out_dir) / f"{name}.{ext}" for ext in ("md", "tex", "csv"))
     write_text(md, to_markdown(shown, caption, notes))
+    write_text(tex, to_latex(shown, caption, notes))
     write_text(csv, numeric.to_csv(index=False))
-    return [md, csv]
+    return [md, tex, csv]

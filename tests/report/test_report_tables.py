@@ -159,7 +159,19 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     results, params = study
     paths = build_report(params, results)
     names = sorted(p.name for p in paths)
-    assert names == ["fusion.csv", "fusion.md", "runs.csv", "table1.csv", "table1.md"]
+    assert names == sorted(
+        [f"{t}.{ext}" for t in ("fusion", "table1", "scorecard") for ext in ("md", "tex", "csv")]
+        + ["runs.csv", "metrics.json"]
+    )
+    tex = (results / "tables" / "fusion.tex").read_text()
+    assert r"\toprule" in tex and r"$\pm$" in tex and "profile test" in tex
+    compact = json.loads((results / "metrics.json").read_text())
+    assert set(compact) == {"fusion/none", "fusion/good", "fusion/same", "table1/bof"}
+    assert set(compact["fusion/good"]) == {"seed0", "seed1", "seed2"}
+    assert set(compact["fusion/good"]["seed1"]) == {"AP", "APs", "APm", "APl"}
+    card = pd.read_csv(results / "tables" / "scorecard.csv").set_index("claim")
+    assert card.loc["C1", "verdict"].startswith("not tested on this profile")
+    assert card.loc["C5", "verdict"].startswith("not tested on this profile")  # no analysis
     md = (results / "tables" / "fusion.md").read_text()
     assert "profile `test`" in md and "3 seed(s) per strategy" in md and "bootstrap" in md
     assert PAPER_TABLE3["asff"] not in md and PAPER_TABLE3["none"] in md
@@ -201,7 +213,9 @@ def test_pairwise_table_compares_one_strategy_with_every_other(study) -> None:
     results, params = study
     params = {**params, "report": {**params["report"], "pairwise": "good"}}
     paths = build_report(params, results)
-    assert {"fusion_vs_good.md", "fusion_vs_good.csv"} <= {p.name for p in paths}
+    assert {"fusion_vs_good.md", "fusion_vs_good.tex", "fusion_vs_good.csv"} <= {
+        p.name for p in paths
+    }
     md = (results / "tables" / "fusion_vs_good.md").read_text()
     assert "**good against every other strategy**" in md and "bootstrap" in md
     pairs = pd.read_csv(results / "tables" / "fusion_vs_good.csv")

@@ -1,0 +1,334 @@
+"""``study analyze``: one trained run's gradient consistency, weight agreement and weight maps,
+at each of its snapshots (``train.snapshots``) and its final weights.
+
+Writes ``results/<experiment>/seed<k>/analysis/``:
+    gradients.csv      conflict share and cosine per checkpoint, gradient mode and size bucket
+    gradient_bins.csv  conflict share against the weight the other levels give (final weights)
+    agreement.csv      claim C6: does the largest weight pick the object's assigned level?
+    maps.npz           images, boxes, weight maps and fused activations for the figures
+    summary.json       settings, checkpoints, definitions and provenance
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from study.analysis.gradients import (
+    BUCKETS,
+    GRADIENT_MODES,
+    ConflictSamples,
+    agreement,
+    binned_by_weight,
+    conflict_at_positives,
+    level_gradients,
+    object_areas,
+    size_bucket,
+    summarize,
+)
+from study.errors import ConfigError, StudyError
+from study.utils import atomic_path, device_description, git_revision, write_json
+
+if TYPE_CHECKING:
+    from study.pipeline import RunPaths
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "images": None,  # validation images analysed (null = the whole split)
+    "batch_size": 16,
+    "map_images": 4,  # images drawn as weight maps (nested, small, medium, large objects)
+}
+DEFINITIONS = {
+    "share": "|sum_{j!=k} dL^j/dx^k| / (|dL^k/dx^k| + |sum_{j!=k} dL^j/dx^k|) at locations of "
+    "x^k positive at level k and background at the other levels (channel norms)",
+    "cosine": "cos(dL^k/dx^k, sum_{j!=k} dL^j/dx^k) at the same locations",
+    "w_others": "mean weight the other output levels give to input level k at the location",
+    "w_own": "weight output level k gives to its own input level at the location",
+    "gradient modes": "full: the real gradient; detached: the fusion weights treated as "
+    "constants (the paper's section 3.3 argument ignores the gradient through them)",
+    "mode": "eval mode (BatchNorm running statistics): each image's gradient is its own",
+}
+
+
+def check_settings(settings: dict[str, Any], source: str) -> dict[str, Any]:
+    """``analysis`` params merged over the defaults; ConfigError naming ``source`` otherwise."""
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{source}: analysis: unknown key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}"
+        )
+    out = {**DEFAULTS, **settings}
+    for key, minimum in (("images", 1), ("batch_size", 1), ("map_images", 0)):
+        value = out[key]
+        if value is None and key == "images":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(
+                f"{source}: analysis.{key} must be an integer >= {minimum}, got {value!r}"
+            )
+    return out
+
+
+def checkpoints(paths: RunPaths, epochs: int) -> list[tuple[str, float, Path]]:
+    """(label, fraction of the run, weights file): snapshots by epoch, then the final weights."""
+    found = []
+    if paths.snapshots.is_dir():
+        for p in paths.snapshots.glob("epoch*.pt"):
+            try:
+                found.append((int(p.stem.removeprefix("epoch")), p))
+            except ValueError:
+                continue
+    out = []
+    for epoch, p in sorted(found):
+        label = "init" if epoch == 0 else f"epoch{epoch}"
+        out.append((label, epoch / max(1, epochs), p))
+    if not paths.model.is_file():
+        raise StudyError(f"{paths.model}: weights file not found (train the experiment first)")
+    out.append(("final", 1.0, paths.model))
+    return out
+
+
+def _box_sets(target: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    boxes = target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4)
+    sx, sy = target["info"]["scale"]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sx * sy)
+    return boxes, size_bucket(area)
+
+
+def _has_nested(boxes: torch.Tensor) -> bool:
+    if len(boxes) < 2:
+        return False
+    inside = (
+        (boxes[:, None, 0] >= boxes[None, :, 0])
+        & (boxes[:, None, 1] >= boxes[None, :, 1])
+        & (boxes[:, None, 2] <= boxes[None, :, 2])
+        & (boxes[:, None, 3] <= boxes[None, :, 3])
+    )
+    inside.fill_diagonal_(False)
+    return bool(inside.any())
+
+
+def choose_map_images(dataset, count: int) -> list[int]:  # noqa: ANN001
+    """The first image with nested objects, then with a small, a medium and a large object
+    (in the dataset's order, each image once), then the first remaining images."""
+    wanted = ["nested", *BUCKETS][:count]
+    chosen: list[int] = []
+    for kind in wanted:
+        for i in range(len(dataset)):
+            if i in chosen:
+                continue
+            boxes, buckets = _box_sets(dataset[i][1])
+            ok = (
+                _has_nested(boxes)
+                if kind == "nested"
+                else bool((buckets == BUCKETS.index(kind)).any())
+            )
+            if ok:
+                chosen.append(i)
+                break
+    chosen += [i for i in range(len(dataset)) if i not in chosen][: count - len(chosen)]
+    return chosen
+
+
+def analyze_checkpoint(
+    model: torch.nn.Module,
+    criterion,  # noqa: ANN001
+    loader: DataLoader,
+    device: torch.device,
+    label: str,
+) -> tuple[dict[str, dict[str, np.ndarray]], list]:
+    """Conflict samples per gradient mode and the C6 agreement records over the loader."""
+    samples = {mode: ConflictSamples() for mode in GRADIENT_MODES}
+    records: list = []
+    for images, targets in tqdm(loader, desc=f"analyze {label}", leave=False, dynamic_ncols=True):
+        images = images.to(device)
+        areas = object_areas(targets, device)
+        plain = [
+            {
+                "boxes": t["boxes"].as_subclass(torch.Tensor).to(device),
+                "labels": t["labels"].to(device),
+            }
+            for t in targets
+        ]
+        with torch.no_grad():
+            feats = model.features(images)
+        size = tuple(images.shape[-2:])
+        p = level_gradients(model, criterion, feats, plain, size)
+        conflict_at_positives(p, areas, samples["full"])
+        if p.weights is None:
+            # No weights to detach: the detached gradient is the full one (not recomputed).
+            samples["detached"] = samples["full"]
+            continue
+        records += agreement(p.levels, p.weights, plain, areas, model.strides)
+        p = level_gradients(model, criterion, feats, plain, size, detach=True)
+        conflict_at_positives(p, areas, samples["detached"])
+    return {m: s.arrays() for m, s in samples.items()}, records
+
+
+def agreement_rows(label: str, frac: float, records: list) -> list[dict[str, Any]]:
+    rows = []
+    for b, name in [(None, "all"), *enumerate(BUCKETS)]:
+        sel = [r for r in records if b is None or r[1] == b]
+        if not sel:
+            continue
+        agree = sum(1 for k, _, top, _ in sel if top == k)
+        own = float(np.mean([vec[k] for k, _, _, vec in sel]))
+        rows.append(
+            {
+                "checkpoint": label,
+                "fraction": frac,
+                "bucket": name,
+                "objects": len(sel),
+                "agree": agree,
+                "rate": agree / len(sel),
+                "chance": 1 / 3,
+                "w_assigned_mean": own,
+            }
+        )
+    return rows
+
+
+def weight_maps(model: torch.nn.Module, dataset, indices: list[int], device) -> dict:  # noqa: ANN001
+    """Arrays for the figures: image (uint8), boxes, labels, per output level the weights
+    (3, H, W) when the fusion has them and the fused map's mean activation (H, W)."""
+    from study.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    arrays: dict[str, np.ndarray] = {"indices": np.asarray(indices)}
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+    for n, i in enumerate(indices):
+        image, target = dataset[i]
+        image = image.as_subclass(torch.Tensor)
+        with torch.no_grad():
+            fused, weights = model.fuse(model.features(image[None].to(device)))
+        rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+        arrays[f"image{n}"] = rgb.numpy()
+        arrays[f"boxes{n}"] = target["boxes"].as_subclass(torch.Tensor).numpy()
+        arrays[f"labels{n}"] = target["labels"].numpy()
+        arrays[f"image_id{n}"] = np.asarray(int(target["info"]["image_id"]))
+        for k, f in enumerate(fused):
+            arrays[f"activation{n}_level{k}"] = f[0].mean(0).cpu().numpy().astype(np.float32)
+            if weights is not None:
+                arrays[f"weights{n}_level{k}"] = weights[k][0].cpu().numpy().astype(np.float32)
+    return arrays
+
+
+def analyze_run(
+    cfg: dict[str, Any],
+    settings: dict[str, Any],
+    paths: RunPaths,
+    device: torch.device,
+    source: str = "params.yaml",
+) -> list[Path]:
+    """Analyse one (experiment, seed) run; returns the files written."""
+    from study.data import collate
+    from study.engine.loss import YOLOLoss
+    from study.pipeline import eval_dataset, load_weights
+
+    settings = check_settings(settings, source)
+    ckpts = checkpoints(paths, int(cfg["train"]["epochs"]))
+    dataset = eval_dataset(cfg)
+    n_images = len(dataset) if settings["images"] is None else min(settings["images"], len(dataset))
+    subset = Subset(dataset, range(n_images))
+    loader = DataLoader(subset, batch_size=settings["batch_size"], collate_fn=collate)
+    tc = cfg["train"]
+
+    grad_rows: list[dict[str, Any]] = []
+    bin_rows: list[dict[str, Any]] = []
+    agree_rows: list[dict[str, Any]] = []
+    maps: dict[str, np.ndarray] = {}
+    has_weights = False
+    for label, frac, weights_path in ckpts:
+        model, _ = load_weights(weights_path, device)
+        if model.num_classes != dataset.num_classes:
+            raise StudyError(
+                f"{weights_path}: weights have {model.num_classes} classes, dataset "
+                f"{dataset.ann_file} has {dataset.num_classes}"
+            )
+        criterion = YOLOLoss(
+            model.anchors,
+            model.anchor_masks,
+            model.num_classes,
+            tc["ignore_thresh"],
+            tc["iou_loss"],
+            tc["label_smoothing"],
+        ).to(device)
+        samples, records = analyze_checkpoint(model, criterion, loader, device, label)
+        for mode, arr in samples.items():
+            for row in summarize(arr):
+                grad_rows.append({"checkpoint": label, "fraction": frac, "mode": mode, **row})
+            if label == "final":
+                for row in binned_by_weight(arr):
+                    bin_rows.append({"mode": mode, **row})
+        agree_rows += agreement_rows(label, frac, records)
+        has_weights = has_weights or bool(records)
+        if label == "final" and settings["map_images"]:
+            maps = weight_maps(
+                model, dataset, choose_map_images(subset, settings["map_images"]), device
+            )
+        log.info("%s %s: analysed %d images", cfg["name"], label, n_images)
+
+    out = paths.analysis
+    written = []
+    for name, rows, columns in (
+        ("gradients.csv", grad_rows, None),
+        ("gradient_bins.csv", bin_rows, ["mode", "w_low", "w_high", "locations", "share_mean"]),
+        (
+            "agreement.csv",
+            agree_rows,
+            [
+                "checkpoint",
+                "fraction",
+                "bucket",
+                "objects",
+                "agree",
+                "rate",
+                "chance",
+                "w_assigned_mean",
+            ],
+        ),
+    ):
+        with atomic_path(out / name) as tmp:
+            pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
+        written.append(out / name)
+    if maps:
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **maps)
+        written.append(out / "maps.npz")
+    elif (out / "maps.npz").exists():
+        (out / "maps.npz").unlink()  # a stale file from a run with map_images > 0
+    write_json(
+        out / "summary.json",
+        {
+            "experiment": cfg["name"],
+            "seed": int(tc["seed"]),
+            "fusion": (model.spec or {}).get("fusion"),
+            "has_weights": has_weights,
+            "settings": settings,
+            "images": n_images,
+            "dataset": str(dataset.ann_file),
+            "checkpoints": [
+                {"label": label, "fraction": frac, "weights": str(p)} for label, frac, p in ckpts
+            ],
+            "definitions": DEFINITIONS,
+            "meta": {
+                "git_revision": git_revision(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "device": device_description(device),
+                "threads": torch.get_num_threads(),
+            },
+        },
+    )
+    written.append(out / "summary.json")
+    return written

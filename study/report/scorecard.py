@@ -1,0 +1,307 @@
+"""The replication scorecard: each of the paper's claims C1-C7 with what this study measured,
+its spread, the paper's value and a verdict by a rule written beside it (``RULES``).
+
+Verdicts: ``replicated``, ``not replicated``, ``inconclusive`` (the measurement cannot tell), or
+``not tested on this profile`` (with the reason: a run the profile does not train, or rows that
+did not learn within its budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from study.report.analysis import separated_below
+
+REPLICATED, NOT_REPLICATED, INCONCLUSIVE = "replicated", "not replicated", "inconclusive"
+NOT_TESTED = "not tested on this profile"
+
+CLAIMS = {
+    "C1": "The bag of freebies raises AP (YOLOv3 33.0 -> 37.0 AP)",
+    "C2": "ASFF's gain is mostly APs and APm, with APl flat",
+    "C3": "Concat and sum fusion lower APl",
+    "C4": "ASFF costs about 10 % latency (20 -> 22 ms)",
+    "C5": "ASFF lowers the gradient conflict share (below sum and concat)",
+    "C6": "ASFF's largest weight picks the level the object is assigned to",
+    "C7": "ASFF* (RFB, DropBlock) adds about 1.8 AP over ASFF",
+}
+PAPER = {
+    "C1": "+4.0 AP (33.0 -> 37.0, COCO val2017, 608)",
+    "C2": "+1.8 AP: APs +2.9, APm +2.9, APl about equal",
+    "C3": "APl 'clearly lower' than the baseline (numbers not published)",
+    "C4": "x1.10 (22 / 20 ms, V100)",
+    "C5": "argued (section 3.3), not measured",
+    "C6": "shown on example images (Fig. 3/4), not measured",
+    "C7": "+1.8 AP (40.6 -> 42.4)",
+}
+RULES = {
+    "C1": "bof − yolov3-original per seed: replicated if every seed > 0 (at least 2 seeds), "
+    "not replicated if every seed <= 0, else inconclusive.",
+    "C2": "asff − none, 95 % paired bootstrap intervals: replicated if ΔAPs and ΔAPm are above "
+    "0 beyond noise and ΔAPl is within noise or below both; not replicated if ΔAPl is beyond "
+    "noise and above both, or ΔAPs or ΔAPm is below 0 beyond noise; else inconclusive.",
+    "C3": "sum − none and concat − none, ΔAPl with 95 % intervals: replicated if both are below "
+    "0 beyond noise, not replicated if either is above 0 beyond noise, else inconclusive.",
+    "C4": "ms asff / ms none per seed (median per image, batch 1, on the study's machine): "
+    "replicated if the mean ratio is within 1.10 ± 0.05; not replicated if the mean ± 2 "
+    "standard errors lies entirely outside that band; else inconclusive.",
+    "C5": "conflict share at the final weights (full gradient, all sizes), per seed: replicated "
+    "if every asff seed is below every sum seed and every concat seed (3 vs 3 seeds: one-sided "
+    "permutation p = 0.05), not replicated if asff's mean is at or above both, else "
+    "inconclusive.",
+    "C6": "asff, final weights, per size bucket (a fusion that picks one level everywhere "
+    "scores 100 % on one bucket and 0 % on the others): replicated if in every bucket every "
+    "seed's agreement rate is more than two binomial standard errors above chance (1/3); not "
+    "replicated if in some bucket no seed is; else inconclusive.",
+    "C7": "asff-star − asff per seed (Table 1 rows): replicated if every seed > 0 (at least 2 "
+    "seeds), not replicated if every seed <= 0, else inconclusive.",
+}
+
+
+@dataclass
+class Evidence:
+    """What the report computed, for the scorecard (each part may be missing)."""
+
+    fusion_summary: pd.DataFrame | None  # seed_summary of Table 3 (fractions)
+    deltas: pd.DataFrame | None  # paired bootstrap rows (experiment, reference, metric, ...)
+    fusion_runs: pd.DataFrame | None  # one row per fusion run (ms per run)
+    table1_runs: pd.DataFrame | None
+    gradients: pd.DataFrame | None  # long table of the analysis stage
+    agreement: pd.DataFrame | None
+    min_ap: float = 0.10
+
+
+def _delta(ev: Evidence, exp: str, ref: str, metric: str) -> Mapping[str, Any] | None:
+    d = ev.deltas
+    if d is None or d.empty:
+        return None
+    hit = d[(d["experiment"] == exp) & (d["reference"] == ref) & (d["metric"] == metric)]
+    return None if hit.empty else hit.iloc[0].to_dict()
+
+
+def _pts(row: Mapping[str, Any]) -> str:
+    return f"{100 * row['delta']:+.1f} [{100 * row['lo']:+.1f}, {100 * row['hi']:+.1f}]" + (
+        " (within noise)" if row["within_noise"] else ""
+    )
+
+
+def _above(row: Mapping[str, Any]) -> bool:
+    return row["lo"] > 0
+
+
+def _below(row: Mapping[str, Any]) -> bool:
+    return row["hi"] < 0
+
+
+def _result(claim: str, measured: str, spread: str, verdict: str) -> dict[str, str]:
+    return {
+        "claim": claim,
+        "statement": CLAIMS[claim],
+        "paper": PAPER[claim],
+        "measured": measured,
+        "spread": spread,
+        "verdict": verdict,
+    }
+
+
+def _learned_runs(runs: pd.DataFrame | None, exp: str, min_ap: float) -> pd.DataFrame | None:
+    if runs is None or runs.empty:
+        return None
+    r = runs[runs["experiment"] == exp]
+    return r if len(r) and r["AP"].mean() >= min_ap else None
+
+
+def _chain_claim(claim: str, ev: Evidence, row: str, ref: str) -> dict[str, str]:
+    runs = ev.table1_runs
+    trained = set() if runs is None or runs.empty else set(runs["experiment"])
+    missing = [r for r in (row, ref) if f"table1/{r}" not in trained]
+    if missing:
+        return _result(
+            claim,
+            "–",
+            "–",
+            f"{NOT_TESTED}: Table 1 row(s) {', '.join(missing)} not trained (params `table1`)",
+        )
+    a = _learned_runs(runs, f"table1/{row}", ev.min_ap)
+    b = _learned_runs(runs, f"table1/{ref}", ev.min_ap)
+    if a is None or b is None:
+        return _result(
+            claim,
+            "–",
+            "–",
+            f"{NOT_TESTED}: a row's AP is below {ev.min_ap:.2f} (did not learn in the budget)",
+        )
+    merged = a.merge(b, on="seed", suffixes=("", "_ref"))
+    diffs = 100 * (merged["AP"] - merged["AP_ref"]).to_numpy()
+    measured = f"{diffs.mean():+.1f} AP ({row} − {ref})"
+    spread = "per seed " + ", ".join(f"{d:+.1f}" for d in diffs)
+    if len(diffs) >= 2 and (diffs > 0).all():
+        verdict = REPLICATED
+    elif (diffs <= 0).all():
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE + (" (one seed)" if len(diffs) < 2 else "")
+    return _result(claim, measured, spread, verdict)
+
+
+def claim_c2(ev: Evidence) -> dict[str, str]:
+    rows = {m: _delta(ev, "fusion/asff", "fusion/none", m) for m in ("AP", "APs", "APm", "APl")}
+    if any(r is None for r in rows.values()):
+        return _result("C2", "–", "–", f"{NOT_TESTED}: needs the asff and none fusion runs")
+    s, m, lg = rows["APs"], rows["APm"], rows["APl"]
+    measured = f"ΔAP {_pts(rows['AP'])}; ΔAPs {_pts(s)}; ΔAPm {_pts(m)}; ΔAPl {_pts(lg)}"
+    if (
+        _above(s)
+        and _above(m)
+        and (lg["within_noise"] or lg["delta"] < min(s["delta"], m["delta"]))
+    ):
+        verdict = REPLICATED
+    elif (
+        (not lg["within_noise"] and lg["delta"] > max(s["delta"], m["delta"]))
+        or _below(s)
+        or _below(m)
+    ):
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE
+    return _result("C2", measured, "95 % paired bootstrap intervals (images and seeds)", verdict)
+
+
+def claim_c3(ev: Evidence) -> dict[str, str]:
+    rows = {f: _delta(ev, f"fusion/{f}", "fusion/none", "APl") for f in ("sum", "concat")}
+    if any(r is None for r in rows.values()):
+        return _result("C3", "–", "–", f"{NOT_TESTED}: needs the sum, concat and none runs")
+    measured = "; ".join(f"{f} − none ΔAPl {_pts(r)}" for f, r in rows.items())
+    if all(_below(r) for r in rows.values()):
+        verdict = REPLICATED
+    elif any(_above(r) for r in rows.values()):
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE
+    return _result("C3", measured, "95 % paired bootstrap intervals", verdict)
+
+
+def claim_c4(ev: Evidence) -> dict[str, str]:
+    runs = ev.fusion_runs
+    if runs is None or runs.empty or not {"fusion/asff", "fusion/none"} <= set(runs["experiment"]):
+        return _result("C4", "–", "–", f"{NOT_TESTED}: needs the asff and none fusion runs")
+    a = runs[runs["experiment"] == "fusion/asff"][["seed", "ms"]]
+    b = runs[runs["experiment"] == "fusion/none"][["seed", "ms"]]
+    ratio = a.merge(b, on="seed", suffixes=("", "_ref")).eval("ms / ms_ref").dropna().to_numpy()
+    if ratio.size == 0:
+        return _result("C4", "–", "–", f"{NOT_TESTED}: no speed measurements")
+    device = runs["device"].dropna().iloc[0] if runs["device"].notna().any() else "?"
+    measured = f"x{ratio.mean():.3f} (asff / none, {device})"
+    spread = "per seed " + ", ".join(f"x{r:.3f}" for r in ratio)
+    lo, hi = 1.05, 1.15
+    half = 2 * ratio.std(ddof=1) / np.sqrt(ratio.size) if ratio.size > 1 else 0.0
+    mean = ratio.mean()
+    spread += f" (mean ± 2 SE: {mean - half:.3f} .. {mean + half:.3f})"
+    if lo <= mean <= hi:
+        verdict = REPLICATED
+    elif mean + half < lo or mean - half > hi:
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE
+    return _result("C4", measured, spread, verdict)
+
+
+def _final_shares(gradients: pd.DataFrame, fusion: str, mode: str = "full") -> np.ndarray:
+    g = gradients[
+        (gradients["fusion"] == fusion)
+        & (gradients["checkpoint"] == "final")
+        & (gradients["mode"] == mode)
+        & (gradients["bucket"] == "all")
+    ]
+    return g.sort_values("seed")["share_mean"].to_numpy(dtype=float)
+
+
+def claim_c5(ev: Evidence) -> dict[str, str]:
+    g = ev.gradients
+    if g is None or g.empty or not {"asff", "sum", "concat"} <= set(g["fusion"]):
+        return _result("C5", "–", "–", f"{NOT_TESTED}: needs the analysis of asff, sum and concat")
+    shares = {f: _final_shares(g, f) for f in ("asff", "sum", "concat")}
+    detached = _final_shares(g, "asff", "detached")
+    init = g[
+        (g["fusion"] == "asff")
+        & (g["checkpoint"] == "init")
+        & (g["mode"] == "full")
+        & (g["bucket"] == "all")
+    ]["share_mean"].to_numpy(dtype=float)
+    measured = "; ".join(f"{f} {np.nanmean(v):.3f}" for f, v in shares.items())
+    measured += f" (asff, weights detached {np.nanmean(detached):.3f}"
+    if init.size:
+        measured += f"; asff at init {np.nanmean(init):.3f}"
+    measured += ")"
+    spread = "; ".join(
+        f"{f} per seed " + ", ".join(f"{x:.3f}" for x in v) for f, v in shares.items()
+    )
+    if separated_below(shares["asff"], shares["sum"]) and separated_below(
+        shares["asff"], shares["concat"]
+    ):
+        verdict = REPLICATED
+    elif np.nanmean(shares["asff"]) >= max(np.nanmean(shares["sum"]), np.nanmean(shares["concat"])):
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE
+    return _result("C5", measured, spread, verdict)
+
+
+def claim_c6(ev: Evidence) -> dict[str, str]:
+    a = ev.agreement
+    if a is None or a.empty or "asff" not in set(a["fusion"]):
+        return _result("C6", "–", "–", f"{NOT_TESTED}: needs the analysis of asff")
+    final = a[(a["checkpoint"] == "final") & (a["bucket"] != "all")]
+    asff = final[final["fusion"] == "asff"]
+    above, at_chance = [], []
+    for _bucket, rows in asff.groupby("bucket"):
+        rates, n = rows["rate"].to_numpy(dtype=float), rows["objects"].to_numpy(dtype=float)
+        bound = 1 / 3 + 2 * np.sqrt((1 / 3) * (2 / 3) / n)
+        above.append(bool((rates > bound).all()))
+        at_chance.append(bool((rates <= bound).all()))
+    by = asff.groupby("bucket")["rate"].mean()
+    overall = a[(a["fusion"] == "asff") & (a["checkpoint"] == "final") & (a["bucket"] == "all")]
+    measured = (
+        f"asff {100 * overall['rate'].mean():.1f} % of objects (chance 33.3 %): "
+        + ", ".join(f"{b} {100 * by[b]:.1f} %" for b in ("small", "medium", "large") if b in by)
+    )
+    if "scalar" in set(final["fusion"]):  # one weight per level: the rate of a constant choice
+        sc = final[final["fusion"] == "scalar"].groupby("bucket")["rate"].mean()
+        measured += "; scalar (no per-location weights) " + ", ".join(
+            f"{b} {100 * sc[b]:.1f} %" for b in ("small", "medium", "large") if b in sc
+        )
+    spread = "asff per seed, all sizes: " + ", ".join(
+        f"{100 * r:.1f} %" for r in overall["rate"].to_numpy(dtype=float)
+    )
+    if all(above):
+        verdict = REPLICATED
+    elif any(at_chance):
+        verdict = NOT_REPLICATED
+    else:
+        verdict = INCONCLUSIVE
+    return _result("C6", measured, spread, verdict)
+
+
+def scorecard(ev: Evidence) -> pd.DataFrame:
+    """One row per claim: claim, statement, paper, measured, spread, verdict (and its rule)."""
+    rows = [
+        _chain_claim("C1", ev, "bof", "yolov3-original"),
+        claim_c2(ev),
+        claim_c3(ev),
+        claim_c4(ev),
+        claim_c5(ev),
+        claim_c6(ev),
+        _chain_claim("C7", ev, "asff-star", "asff"),
+    ]
+    frame = pd.DataFrame(rows)
+    frame["rule"] = frame["claim"].map(RULES)
+    return frame
+
+
+def verdict_counts(card: pd.DataFrame) -> str:
+    counts = card["verdict"].str.split(":").str[0].value_counts()
+    return ", ".join(f"{int(v)} {k}" for k, v in counts.items())

@@ -1,0 +1,141 @@
+"""``study analyze`` end to end (study/analysis/run.py): a tiny ASFF run trained with snapshots,
+then analysed at its initial, mid-run and final weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from study.analysis import analyze_run
+from study.analysis.run import check_settings
+from study.config import load_experiment
+from study.data.synthetic import MIN_IMG_SIZE, generate
+from study.engine.trainer import Trainer, save_weights
+from study.errors import ConfigError, StudyError
+from study.pipeline import RunPaths
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_cfg(root: Path, fusion: str) -> dict:
+    overrides = {
+        "data": {"root": str(root), "workers": 0},
+        "model": {"width": 0.125, "depth": 0.34},
+        "train": {
+            "epochs": 2,
+            "batch_size": 4,
+            "img_size": 96,
+            "device": "cpu",
+            "snapshots": [0.0, 0.5],
+        },
+        "eval": {"img_size": 96, "device": "cpu"},
+    }
+    return load_experiment(
+        REPO / "experiments" / "fusion" / f"{fusion}.yaml",
+        None,
+        None,
+        overrides,
+        f"fusion/{fusion}",
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, RunPaths]:
+    root = tmp_path_factory.mktemp("analyze")
+    generate(root / "data", num_train=8, num_val=6, img_size=MIN_IMG_SIZE, seed=0)
+    cfg = tiny_cfg(root / "data", "asff")
+    paths = RunPaths(
+        root / "runs",
+        root / "models" / "seed0.pt",
+        root / "results",
+        root / "models" / "snapshots" / "seed0",
+    )
+    trainer = Trainer(cfg, paths.run_dir, snapshot_dir=paths.snapshots)
+    trainer.fit()
+    save_weights(trainer.final_model, trainer.dataset, cfg, paths.model)
+    return cfg, paths
+
+
+def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
+    cfg, paths = trained
+    settings = {"images": 6, "batch_size": 4, "map_images": 2}
+    written = analyze_run(cfg, settings, paths, torch.device("cpu"))
+    assert {p.name for p in written} == {
+        "gradients.csv",
+        "gradient_bins.csv",
+        "agreement.csv",
+        "maps.npz",
+        "summary.json",
+    }
+    grads = pd.read_csv(paths.analysis / "gradients.csv")
+    assert list(dict.fromkeys(grads["checkpoint"])) == ["init", "epoch1", "final"]
+    assert list(dict.fromkeys(grads["fraction"])) == [0.0, 0.5, 1.0]
+    assert set(grads["mode"]) == {"full", "detached"}
+    assert set(grads["bucket"]) == {"all", "small", "medium", "large"}
+    located = grads[grads["bucket"] == "all"]
+    assert (located["locations"] > 0).all()
+    assert located["share_mean"].between(0, 1).all()
+    assert located["w_others_mean"].between(0, 1).all()  # ASFF has weights
+    # the weights depend on the features: the detached gradient differs from the full one
+    full = located[located["mode"] == "full"]["share_mean"].to_numpy()
+    detached = located[located["mode"] == "detached"]["share_mean"].to_numpy()
+    assert not np.allclose(full, detached)
+    agree = pd.read_csv(paths.analysis / "agreement.csv")
+    assert set(agree["checkpoint"]) == {"init", "epoch1", "final"}
+    assert agree["rate"].between(0, 1).all() and (agree["objects"] > 0).all()
+    with np.load(paths.analysis / "maps.npz") as maps:
+        assert len(maps["indices"]) == 2
+        assert maps["image0"].shape == (96, 96, 3) and maps["image0"].dtype == np.uint8
+        w = maps["weights0_level2"]
+        assert w.shape == (3, 12, 12) and np.allclose(w.sum(0), 1, atol=1e-5)
+        assert maps["activation1_level0"].shape == (3, 3)
+    summary = json.loads((paths.analysis / "summary.json").read_text())
+    assert summary["images"] == 6 and summary["fusion"] == "asff" and summary["has_weights"]
+    assert [c["label"] for c in summary["checkpoints"]] == ["init", "epoch1", "final"]
+    assert "share" in summary["definitions"] and summary["meta"]["threads"] >= 1
+
+
+def test_a_fusion_without_weights_has_no_agreement_and_one_gradient(trained, tmp_path) -> None:
+    cfg, paths = trained
+    cfg = tiny_cfg(Path(cfg["data"]["root"]), "sum")
+    torch.manual_seed(0)
+    from study.data import CocoDetection
+    from study.engine.trainer import build_model_from_cfg
+
+    model = build_model_from_cfg(cfg, 5)
+    dataset = CocoDetection(cfg["data"]["root"], "val2017")
+    only = RunPaths(tmp_path, tmp_path / "m.pt", tmp_path / "r", tmp_path / "none")
+    save_weights(model, dataset, cfg, only.model)
+    analyze_run(cfg, {"images": 4, "map_images": 1}, only, torch.device("cpu"))
+    grads = pd.read_csv(only.analysis / "gradients.csv")
+    assert list(grads["checkpoint"].unique()) == ["final"]  # no snapshots
+    full, detached = (
+        grads[grads["mode"] == m].reset_index(drop=True) for m in ("full", "detached")
+    )
+    pd.testing.assert_frame_equal(full.drop(columns="mode"), detached.drop(columns="mode"))
+    assert grads["w_others_mean"].isna().all()
+    assert pd.read_csv(only.analysis / "agreement.csv").empty
+    with np.load(only.analysis / "maps.npz") as maps:
+        assert "weights0_level0" not in maps.files and "activation0_level0" in maps.files
+
+
+def test_settings_are_checked_by_name_and_value() -> None:
+    assert check_settings({}, "p.yaml")["images"] is None
+    with pytest.raises(ConfigError, match="p.yaml: analysis: unknown key.*imgs; valid: images"):
+        check_settings({"imgs": 3}, "p.yaml")
+    with pytest.raises(ConfigError, match="analysis.batch_size must be an integer >= 1, got 0"):
+        check_settings({"batch_size": 0}, "p.yaml")
+    with pytest.raises(ConfigError, match="analysis.images must be an integer >= 1, got 'all'"):
+        check_settings({"images": "all"}, "p.yaml")
+
+
+def test_missing_weights_name_the_file(trained, tmp_path: Path) -> None:
+    cfg, _ = trained
+    paths = RunPaths(tmp_path, tmp_path / "absent.pt", tmp_path / "r", tmp_path / "s")
+    with pytest.raises(StudyError, match="absent.pt: weights file not found"):
+        analyze_run(cfg, {}, paths, torch.device("cpu"))

@@ -1,0 +1,252 @@
+"""The analysis part of the report (study/report/analysis.py, figures.py, scorecard.py): tables
+from the analysis stage's files, reproducible figures, and each claim's verdict rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from study.errors import StudyError
+from study.report import analysis_report
+from study.report.scorecard import (
+    INCONCLUSIVE,
+    NOT_REPLICATED,
+    NOT_TESTED,
+    REPLICATED,
+    Evidence,
+    scorecard,
+)
+from study.report.tables import latex_escape, to_latex
+from study.utils import write_json
+
+FUSIONS = ["none", "sum", "asff"]
+SEEDS = [0, 1, 2]
+CKPTS = (("init", 0.0), ("epoch2", 0.5), ("final", 1.0))
+
+
+def _gradient_rows(share: float) -> pd.DataFrame:
+    rows = []
+    for ckpt, frac in CKPTS:
+        for mode in ("full", "detached"):
+            for bucket in ("all", "small", "medium", "large"):
+                rows.append(
+                    {
+                        "checkpoint": ckpt,
+                        "fraction": frac,
+                        "mode": mode,
+                        "bucket": bucket,
+                        "locations": 40,
+                        "share_mean": share * (0.5 + frac / 2),
+                        "share_median": share,
+                        "cosine_mean": -0.1,
+                        "w_others_mean": 0.3,
+                        "w_own_mean": 0.6,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _agreement_rows(rates: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for ckpt, frac in CKPTS:
+        for bucket, rate in rates.items():
+            rows.append(
+                {
+                    "checkpoint": ckpt,
+                    "fraction": frac,
+                    "bucket": bucket,
+                    "objects": 300,
+                    "agree": int(300 * rate),
+                    "rate": rate,
+                    "chance": 1 / 3,
+                    "w_assigned_mean": 0.5,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _write_analysis(results: Path, share: dict[str, float], with_maps: bool = True) -> None:
+    for fusion in FUSIONS:
+        for seed in SEEDS:
+            folder = results / "fusion" / fusion / f"seed{seed}" / "analysis"
+            folder.mkdir(parents=True)
+            _gradient_rows(share[fusion] + 0.01 * seed).to_csv(
+                folder / "gradients.csv", index=False
+            )
+            weighted = fusion == "asff"
+            bins = pd.DataFrame(
+                [
+                    {
+                        "mode": m,
+                        "w_low": 0.1 * i,
+                        "w_high": 0.1 * i + 0.1,
+                        "locations": 5,
+                        "share_mean": 0.5 - 0.04 * i,
+                    }
+                    for m in ("full", "detached")
+                    for i in range(10)
+                ]
+                if weighted
+                else [],
+                columns=["mode", "w_low", "w_high", "locations", "share_mean"],
+            )
+            bins.to_csv(folder / "gradient_bins.csv", index=False)
+            agree = _agreement_rows({"all": 0.6, "small": 0.9, "medium": 0.5, "large": 0.4})
+            (agree if weighted else agree.iloc[0:0]).to_csv(folder / "agreement.csv", index=False)
+            write_json(folder / "summary.json", {"images": 50})
+            if weighted and with_maps:
+                arrays = {
+                    "indices": np.array([3]),
+                    "image0": np.zeros((32, 32, 3), np.uint8),
+                    "boxes0": np.array([[2.0, 2.0, 12.0, 20.0]]),
+                    "labels0": np.array([0]),
+                    "image_id0": np.array(7),
+                }
+                for k, g in enumerate((1, 2, 4)):
+                    w = np.random.default_rng(k).dirichlet([1, 1, 1], size=(g, g))
+                    arrays[f"weights0_level{k}"] = w.transpose(2, 0, 1).astype(np.float32)
+                    arrays[f"activation0_level{k}"] = np.ones((g, g), np.float32)
+                np.savez_compressed(folder / "maps.npz", **arrays)
+
+
+def _runs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "experiment": ["fusion/none"],
+            "seed": [0],
+            "profile": ["test"],
+            "dataset": ["data/x"],
+            "num_images": [50],
+            "ann_file": [None],
+        }
+    )
+
+
+def test_analysis_tables_and_figures(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write_analysis(results, {"none": 0.0, "sum": 0.3, "asff": 0.1})
+    params = {"fusions": FUSIONS, "seeds": SEEDS}
+    paths, data = analysis_report(params, results, tmp_path / "t", tmp_path / "f", _runs())
+    names = {p.name for p in paths}
+    for stem in ("gradient_consistency", "weight_agreement"):
+        assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
+    for fig in ("conflict_share", "share_vs_weight", "weight_maps_asff"):
+        assert {f"{fig}.png", f"{fig}.svg"} <= names
+    table = pd.read_csv(tmp_path / "t" / "gradient_consistency.csv").set_index("strategy")
+    # seeds 0, 1, 2 add 0, 0.01, 0.02: the final share is the mean, std 0.01
+    assert table.loc["sum", "share_final"] == pytest.approx(0.31)
+    assert table.loc["sum", "share_final_std"] == pytest.approx(0.01)
+    assert table.loc["sum", "share_init"] == pytest.approx(0.155)
+    md = (tmp_path / "t" / "gradient_consistency.md").read_text()
+    assert "profile `test`" in md and "(50 analysed)" in md and "share init" in md
+    agree = pd.read_csv(tmp_path / "t" / "weight_agreement.csv").set_index("strategy")
+    assert list(agree.index) == ["asff"] and agree.loc["asff", "rate_small"] == pytest.approx(0.9)
+    # reproducible: the same inputs give byte-identical SVGs
+    first = (tmp_path / "f" / "conflict_share.svg").read_bytes()
+    analysis_report(params, results, tmp_path / "t", tmp_path / "f", _runs())
+    assert (tmp_path / "f" / "conflict_share.svg").read_bytes() == first
+
+
+def test_analysis_of_some_runs_only_is_an_error(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    _write_analysis(results, {"none": 0.0, "sum": 0.3, "asff": 0.1})
+    params = {"fusions": [*FUSIONS, "concat"], "seeds": SEEDS}
+    (results / "fusion" / "concat" / "seed0").mkdir(parents=True)
+    with pytest.raises(StudyError, match="analysis missing for some runs"):
+        analysis_report(params, results, tmp_path / "t", tmp_path / "f", _runs())
+    (results / "fusion" / "sum" / "seed1" / "analysis" / "gradients.csv").write_text("")
+    with pytest.raises(StudyError, match="seed1/analysis/gradients.csv: not a readable CSV"):
+        analysis_report({"fusions": FUSIONS, "seeds": SEEDS}, results, tmp_path, tmp_path, _runs())
+
+
+def _evidence(shares: dict[str, list[float]], rates: dict[str, float], ms_ratio=(1.1, 1.1, 1.1)):
+    grads, agree = [], []
+    for fusion, values in shares.items():
+        for seed, v in enumerate(values):
+            grads.append(_gradient_rows(v / (0.5 + 0.5)).assign(fusion=fusion, seed=seed))
+    for seed in SEEDS:
+        agree.append(_agreement_rows(rates).assign(fusion="asff", seed=seed))
+    runs = pd.DataFrame(
+        [
+            {
+                "experiment": f"fusion/{f}",
+                "seed": s,
+                "ms": 10.0 * (ms_ratio[s] if f == "asff" else 1),
+                "device": "cpu",
+            }
+            for f in ("none", "asff")
+            for s in SEEDS
+        ]
+    )
+    deltas = []
+    for exp, metrics in {
+        "fusion/asff": {
+            "AP": (0.02, 0.01, 0.03),
+            "APs": (0.03, 0.01, 0.05),
+            "APm": (0.03, 0.01, 0.05),
+            "APl": (0.0, -0.01, 0.01),
+        },
+        "fusion/sum": {"APl": (-0.02, -0.03, -0.01)},
+        "fusion/concat": {"APl": (-0.01, -0.02, 0.005)},
+    }.items():
+        for m, (d, lo, hi) in metrics.items():
+            deltas.append(
+                {
+                    "experiment": exp,
+                    "reference": "fusion/none",
+                    "metric": m,
+                    "delta": d,
+                    "lo": lo,
+                    "hi": hi,
+                    "within_noise": lo <= 0 <= hi,
+                }
+            )
+    return Evidence(None, pd.DataFrame(deltas), runs, None, pd.concat(grads), pd.concat(agree))
+
+
+def _verdicts(ev: Evidence) -> dict[str, str]:
+    return scorecard(ev).set_index("claim")["verdict"].to_dict()
+
+
+def test_scorecard_rules() -> None:
+    apart = {"asff": [0.10, 0.11, 0.12], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
+    every = {"all": 0.6, "small": 0.9, "medium": 0.6, "large": 0.5}
+    v = _verdicts(_evidence(apart, every))
+    assert v["C2"] == REPLICATED and v["C4"] == REPLICATED
+    assert v["C5"] == REPLICATED and v["C6"] == REPLICATED
+    assert v["C3"] == INCONCLUSIVE  # concat's APl interval covers 0
+    assert v["C1"].startswith(NOT_TESTED) and v["C7"].startswith(NOT_TESTED)
+    # ASFF's share above sum and concat; overlapping with one of them
+    above = {"asff": [0.4, 0.41, 0.42], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
+    assert _verdicts(_evidence(above, every))["C5"] == NOT_REPLICATED
+    overlap = {"asff": [0.1, 0.22, 0.35], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
+    assert _verdicts(_evidence(overlap, every))["C5"] == INCONCLUSIVE
+    # one level picked everywhere: 100 % on small objects, 0 % on large ones
+    constant = {"all": 0.55, "small": 1.0, "medium": 0.3, "large": 0.0}
+    assert _verdicts(_evidence(apart, constant))["C6"] == NOT_REPLICATED
+    # latency: far outside the band, or too noisy to tell
+    assert _verdicts(_evidence(apart, every, (1.5, 1.52, 1.51)))["C4"] == NOT_REPLICATED
+    assert _verdicts(_evidence(apart, every, (0.7, 0.94, 1.21)))["C4"] == INCONCLUSIVE
+
+
+def test_chain_claims_need_learned_rows() -> None:
+    ev = _evidence({"asff": [0.1] * 3, "sum": [0.2] * 3, "concat": [0.2] * 3}, {"all": 0.5})
+    ev.table1_runs = pd.DataFrame(
+        {
+            "experiment": ["table1/bof"] * 2 + ["table1/yolov3-original"] * 2,
+            "seed": [0, 1, 0, 1],
+            "AP": [0.30, 0.32, 0.25, 0.26],
+        }
+    )
+    assert _verdicts(ev)["C1"] == REPLICATED
+    ev.min_ap = 0.28  # yolov3-original did not learn
+    assert "did not learn" in _verdicts(ev)["C1"]
+
+
+def test_latex_escapes_what_tables_contain() -> None:
+    assert latex_escape("a_b 50% ±1 Δx **bold** `code`") == r"a\_b 50\% $\pm$1 $\Delta$x bold code"
+    tex = to_latex(pd.DataFrame({"strategy": ["x"], "AP": ["1.0"]}), "cap", ["note"])
+    assert tex.splitlines()[4] == r"\begin{tabular}{lr}" and r"\caption{cap note}" in tex
