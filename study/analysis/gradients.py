@@ -19,7 +19,8 @@ the weights detached (``LevelResize.detach_weights``). For fusions with weights,
 also record the weight that the other levels' outputs give to level k there (``w_others``) and
 that level k's own output gives to it (``w_own``).
 
-Measured in eval mode (BatchNorm with running statistics), so each image's gradients are its own.
+Measured with BatchNorm in training mode (batch statistics), as training computes the gradient
+(``study.analysis.run`` sets the mode).
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ def summarize(samples: dict[str, np.ndarray]) -> list[dict[str, float | str | in
         sel = np.ones(len(samples["share"]), bool) if b is None else samples["bucket"] == b
         share, cos = samples["share"][sel], samples["cosine"][sel]
         row: dict[str, float | str | int] = {"bucket": name, "locations": int(sel.sum())}
+        row["nonfinite"] = int((~np.isfinite(share)).sum())
         row["share_mean"] = _nanstat(np.nanmean, share)
         row["share_median"] = _nanstat(np.nanmedian, share)
         row["cosine_mean"] = _nanstat(np.nanmean, cos)

@@ -55,7 +55,9 @@ DEFINITIONS = {
     "w_own": "weight output level k gives to its own input level at the location",
     "gradient modes": "full: the real gradient; detached: the fusion weights treated as "
     "constants (the paper's section 3.3 argument ignores the gradient through them)",
-    "mode": "eval mode (BatchNorm running statistics): each image's gradient is its own",
+    "mode": "training-mode BatchNorm (batch statistics over each analysis batch), as training "
+    "computes the gradient; the weight maps use eval mode, as inference does",
+    "nonfinite": "locations whose share is not finite (a non-finite gradient), left out",
 }
 
 
@@ -149,6 +151,9 @@ def analyze_checkpoint(
     """Conflict samples per gradient mode and the C6 agreement records over the loader."""
     samples = {mode: ConflictSamples() for mode in GRADIENT_MODES}
     records: list = []
+    # BatchNorm with batch statistics, as training computes the gradient: the initial weights'
+    # running statistics are unset (eval mode would measure an exploding network).
+    model.train()
     for images, targets in tqdm(loader, desc=f"analyze {label}", leave=False, dynamic_ncols=True):
         images = images.to(device)
         areas = object_areas(targets, device)
@@ -262,7 +267,10 @@ def analyze_run(
             tc["iou_loss"],
             tc["label_smoothing"],
         ).to(device)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
         samples, records = analyze_checkpoint(model, criterion, loader, device, label)
+        model.load_state_dict(state)  # undo the running-statistics updates of training mode
+        model.eval()
         for mode, arr in samples.items():
             for row in summarize(arr):
                 grad_rows.append({"checkpoint": label, "fraction": frac, "mode": mode, **row})

@@ -202,8 +202,9 @@ def analysis_report(
     )
     notes = [
         "Checkpoints: the run's snapshots (`train.snapshots`: init = the initial weights) and "
-        "its final weights. Gradients in eval mode (BatchNorm running statistics), one backward "
-        "per head level on the neck's three output maps (what the fusion reads).",
+        "its final weights. Gradients with BatchNorm in training mode (batch statistics), as "
+        "training computes them; one backward per head level on the neck's three output maps "
+        "(what the fusion reads).",
         "'weights detached': the fusion weights treated as constants in the backward pass, as "
         "the paper's argument does; for fusions without weights it is the full gradient.",
         "`none` is 0 by construction: without fusion a level's loss does not reach the other "
