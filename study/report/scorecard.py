@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from study.report.analysis import separated_below
+from study.report.tables import _lookup
 
 REPLICATED, NOT_REPLICATED, INCONCLUSIVE = "replicated", "not replicated", "inconclusive"
 NOT_TESTED = "not tested on this profile"
@@ -73,14 +74,6 @@ class Evidence:
     gradients: pd.DataFrame | None  # long table of the analysis stage
     agreement: pd.DataFrame | None
     min_ap: float = 0.10
-
-
-def _delta(ev: Evidence, exp: str, ref: str, metric: str) -> Mapping[str, Any] | None:
-    d = ev.deltas
-    if d is None or d.empty:
-        return None
-    hit = d[(d["experiment"] == exp) & (d["reference"] == ref) & (d["metric"] == metric)]
-    return None if hit.empty else hit.iloc[0].to_dict()
 
 
 def _pts(row: Mapping[str, Any]) -> str:
@@ -149,7 +142,9 @@ def _chain_claim(claim: str, ev: Evidence, row: str, ref: str) -> dict[str, str]
 
 
 def claim_c2(ev: Evidence) -> dict[str, str]:
-    rows = {m: _delta(ev, "fusion/asff", "fusion/none", m) for m in ("AP", "APs", "APm", "APl")}
+    rows = {
+        m: _lookup(ev.deltas, "fusion/none", "fusion/asff", m) for m in ("AP", "APs", "APm", "APl")
+    }
     if any(r is None for r in rows.values()):
         return _result("C2", "–", "–", f"{NOT_TESTED}: needs the asff and none fusion runs")
     s, m, lg = rows["APs"], rows["APm"], rows["APl"]
@@ -172,7 +167,7 @@ def claim_c2(ev: Evidence) -> dict[str, str]:
 
 
 def claim_c3(ev: Evidence) -> dict[str, str]:
-    rows = {f: _delta(ev, f"fusion/{f}", "fusion/none", "APl") for f in ("sum", "concat")}
+    rows = {f: _lookup(ev.deltas, "fusion/none", f"fusion/{f}", "APl") for f in ("sum", "concat")}
     if any(r is None for r in rows.values()):
         return _result("C3", "–", "–", f"{NOT_TESTED}: needs the sum, concat and none runs")
     measured = "; ".join(f"{f} − none ΔAPl {_pts(r)}" for f, r in rows.items())

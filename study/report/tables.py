@@ -118,8 +118,11 @@ def fusion_table(
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
 
-def _lookup(deltas: pd.DataFrame, reference: str, exp: str, metric: str) -> dict[str, Any] | None:
-    if deltas.empty:
+def _lookup(
+    deltas: pd.DataFrame | None, reference: str, exp: str, metric: str
+) -> dict[str, Any] | None:
+    """The bootstrap row of ``exp`` against ``reference`` for ``metric`` (None if absent)."""
+    if deltas is None or deltas.empty:
         return None
     hit = deltas[
         (deltas["reference"] == reference)
