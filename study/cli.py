@@ -85,7 +85,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from study.pipeline import evaluate
 
-    metrics = evaluate(load_cfg(args), weights=args.weights, split=args.split, out_dir=args.out_dir)
+    metrics = evaluate(
+        load_cfg(args),
+        weights=args.weights,
+        split=args.split,
+        out_dir=args.out_dir,
+        test_sizes=args.test_sizes,
+    )
     print(
         " ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -96,10 +102,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_speed(args: argparse.Namespace) -> int:
-    from study.pipeline import speed
+def cmd_bench(args: argparse.Namespace) -> int:
+    from study.pipeline import bench
 
-    speed(load_cfg(args), weights=args.weights, iters=args.iters)
+    for path in bench(args.params, args.experiments, args.profile, args.overrides, Path(args.out)):
+        print(path)
     return 0
 
 
@@ -173,15 +180,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-dir", default=None, help="folder for metrics.json (default: results/<name>)"
     )
+    p.add_argument(
+        "--test-sizes",
+        action="store_true",
+        help="also evaluate at every size of eval.test_sizes (the profile's) into "
+        "<out-dir>/test_sizes/",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
-        "speed", help="ms per image (batch 1, NMS included) -> results/<name>/speed.json"
+        "bench",
+        help="latency (forward, decode, NMS), throughput, FLOPs of the study's models at the "
+        "test sizes, interleaved, with the overhead ratios (params `bench`) -> results/bench.csv",
     )
-    _experiment_args(p)
-    p.add_argument("--weights", default=None)
-    p.add_argument("--iters", type=int, default=None, help="timed images (default: profile)")
-    p.set_defaults(func=cmd_speed)
+    p.add_argument(
+        "experiments",
+        nargs="*",
+        help="experiments to time with their trained weights (default: params `fusions` at "
+        "bench.seed, then the trained `table1` rows)",
+    )
+    p.add_argument("--profile", default=None, help="profile in params.yaml (default: `profile`)")
+    p.add_argument("--params", default="params.yaml", help="params file (`bench`, profiles)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of params `bench`, e.g. --set bench.runs=500 or "
+        "--set 'bench.random_models=[baseline,asff]' (repeatable)",
+    )
+    p.add_argument(
+        "--out",
+        default="results/bench.csv",
+        help="latency table; the overhead ratios go beside it (<stem>_overhead.csv)",
+    )
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "analyze",

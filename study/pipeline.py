@@ -7,7 +7,8 @@ A run is one (experiment, seed); the experiment is named by its path below ``exp
     models/<experiment>/seed<k>.pt          final weights + how to rebuild the model (DVC out)
     models/<experiment>/snapshots/seed<k>/  weights during training (`train.snapshots`; DVC out)
     results/<experiment>/seed<k>/           train_summary.json, live/ (dvclive), metrics.json,
-                                            detections.json, speed.json, analysis/
+                                            detections.json, test_sizes/, analysis/
+    results/bench.csv                       latency / throughput of every model (`study bench`)
     results/tables/                         paper-style tables from `study report`
 """
 
@@ -38,7 +39,7 @@ class RunPaths:
 
     run_dir: Path  # runs/<experiment>/seed<k>: resumable state
     model: Path  # models/<experiment>/seed<k>.pt: final weights
-    results: Path  # results/<experiment>/seed<k>: metrics, speed, training summary
+    results: Path  # results/<experiment>/seed<k>: metrics, training summary, analysis
     snapshots: Path  # models/<experiment>/snapshots/seed<k>: weights during training
 
     @property
@@ -209,7 +210,10 @@ def evaluate(
     weights: str | None = None,
     split: str | None = None,
     out_dir: str | None = None,
+    test_sizes: bool = False,
 ) -> dict[str, Any]:
+    """``study evaluate``: COCO AP of the run's weights at eval.img_size (metrics.json,
+    detections.json); with ``test_sizes`` also at every eval.test_sizes (study/eval/sizes.py)."""
     from study.eval.coco_eval import evaluate as coco_evaluate
 
     device = pick_device(cfg["eval"]["device"])
@@ -223,30 +227,29 @@ def evaluate(
         )
     out = Path(out_dir) if out_dir else run_paths(cfg).results
     source = {"path": str(weights_path), "source": blob.get("source", "study train")}
-    return coco_evaluate(model, dataset, cfg, device, out_dir=out, extra_meta={"weights": source})
-
-
-def speed(cfg: dict[str, Any], weights: str | None = None, iters: int | None = None) -> dict:
-    from study.eval.speed import measure_speed
-
-    device = pick_device(cfg["eval"]["device"])
-    model, _ = load_weights(default_weights(cfg, weights), device)
-    ev = cfg["eval"]
-    result = measure_speed(
-        model,
-        ev["img_size"],
-        device,
-        iters=iters or 30,
-        conf_thresh=ev["conf_thresh"],
-        nms_thresh=ev["nms_thresh"],
+    metrics = coco_evaluate(
+        model, dataset, cfg, device, out_dir=out, extra_meta={"weights": source}
     )
-    write_json(run_paths(cfg).results / "speed.json", result)
-    print(
-        f"{cfg['name']} seed {cfg['train']['seed']}: {result['ms_mean']:.1f} ms/image "
-        f"({result['fps']:.1f} FPS, {result['flops'] / 1e9:.2f} GFLOPs) "
-        f"at {ev['img_size']} on {result['device']}"
-    )
-    return result
+    if test_sizes:
+        from study.eval.sizes import evaluate_test_sizes
+
+        evaluate_test_sizes(
+            model, cfg, lambda c: eval_dataset(c, split), device, out, {"weights": source}
+        )
+    return metrics
+
+
+def bench(
+    params_path: str,
+    experiments: list[str],
+    profile: str | None = None,
+    overrides: list[str] | None = None,
+    out: Path = RESULTS / "bench.csv",
+) -> list[Path]:
+    """``study bench``: latency breakdown, throughput and FLOPs (study/eval/bench.py)."""
+    from study.eval.bench import run_bench
+
+    return run_bench(params_path, experiments, profile, overrides or [], out)
 
 
 def analyze(cfg: dict[str, Any], params_path: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Evaluation: post-processing, COCO AP (pycocotools) and inference speed."""
+"""Evaluation: post-processing, COCO AP (pycocotools or faster-coco-eval), evaluation at several
+test sizes (``sizes``) and the latency benchmark (``bench``)."""
 
 from study.eval.coco_eval import (
     METRIC_KEYS,
@@ -9,13 +10,11 @@ from study.eval.coco_eval import (
     write_metrics,
 )
 from study.eval.postprocess import postprocess, to_original
-from study.eval.speed import measure_speed
 
 __all__ = [
     "METRIC_KEYS",
     "coco_metrics",
     "evaluate",
-    "measure_speed",
     "postprocess",
     "run_inference",
     "to_original",
