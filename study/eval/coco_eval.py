@@ -2,7 +2,8 @@
 
 The protocol is the official one (``utils/cocoapi_evaluator.py``): decode, score = objectness x
 class probability, confidence 0.001, class-wise NMS 0.65, boxes mapped back to the original
-image, COCO json results, pycocotools ``COCOeval`` (bbox). Differences, all harmless to AP:
+image, COCO json results, pycocotools ``COCOeval`` (bbox; ``eval.backend: faster-coco-eval``
+scores the same way, faster). Differences, all harmless to AP:
 batches instead of batch 1, at most ``max_dets`` (100) boxes per image kept before COCOeval
 (which reads only the best 100 anyway), and when the dataset is a subset (``max_images``) only
 its images are scored (the official code always scored the whole annotation file).
@@ -177,14 +178,58 @@ def _stat(value: float) -> float | None:
     return None if value < 0 else float(value)
 
 
+def backend_version(backend: str) -> str:
+    """``backend`` and the installed version, e.g. ``pycocotools 2.0.8``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{backend} {version(backend)}"
+    except PackageNotFoundError:
+        return f"{backend} (version unknown)"
+
+
+def _evaluator(coco_gt: COCO, results: list[dict[str, Any]], backend: str) -> Any:
+    """A bbox COCOeval object of ``backend`` over ``results`` (not yet evaluated)."""
+    if backend == "pycocotools":
+        return COCOeval(coco_gt, load_results(coco_gt, results), "bbox")
+    if backend != "faster-coco-eval":
+        raise ConfigError(f"eval.backend: expected pycocotools | faster-coco-eval, got {backend!r}")
+    try:
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+    except ImportError:
+        raise ConfigError(
+            "eval.backend: faster-coco-eval is not installed (pip install faster-coco-eval, "
+            "or pip install 'asff-study[fast-eval]')"
+        ) from None
+    gt = FasterCOCO()
+    gt.dataset = coco_gt.dataset
+    gt.createIndex()
+    if results:
+        try:
+            dt = gt.loadRes([dict(r) for r in results])
+        except AssertionError as exc:
+            raise StudyError(f"detections do not match the annotation file: {exc}") from None
+    else:
+        dt = FasterCOCO()
+        dt.dataset = {**_empty_results(coco_gt).dataset}
+        dt.createIndex()
+    return COCOeval_faster(gt, dt, "bbox", print_function=print)
+
+
 def coco_metrics(
-    coco_gt: COCO, results: list[dict[str, Any]], img_ids: list[int] | None = None
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    img_ids: list[int] | None = None,
+    backend: str = "pycocotools",
 ) -> dict[str, Any]:
     """COCOeval (bbox) of ``results``: AP, AP50, AP75, APs, APm, APl, ARmax100 and ``summary``.
 
     Values are fractions (0..1), or None where COCOeval has no ground truth to score (an empty
     size bucket). ``img_ids`` restricts scoring to those images (a subset run). No detections at
     all gives 0.0 (None for empty buckets) with a warning. ``summary`` holds COCOeval's printout.
+    ``backend`` is pycocotools (the reference) or faster-coco-eval (the same protocol in C++;
+    tests/eval/test_eval_backend.py checks that every metric is identical).
     """
     if not results:
         msg = "no detections at all: every metric is 0 (the model found nothing above the "
@@ -192,8 +237,7 @@ def coco_metrics(
         log.warning(msg + "confidence threshold)")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        coco_dt = load_results(coco_gt, results)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev = _evaluator(coco_gt, results, backend)
         if img_ids is not None:
             ev.params.imgIds = sorted(set(img_ids))
         ev.evaluate()
@@ -296,11 +340,13 @@ def evaluate(
         amp=cfg_eval.get("amp"),
         collate_fn=collate_fn,
     )
-    metrics = coco_metrics(load_coco_gt(dataset, cfg), results, img_ids=image_ids)
+    backend = str(cfg_eval.get("backend", "pycocotools"))
+    metrics = coco_metrics(load_coco_gt(dataset, cfg), results, image_ids, backend)
     summary = metrics.pop("summary")
     log.info("COCOeval:\n%s", summary)
     meta = build_meta(cfg, dataset, device, len(results), time.perf_counter() - start)
     meta["coco_summary"] = summary
+    meta["coco_backend"] = backend_version(backend)
     meta.update(extra_meta or {})
     if out_dir is not None:
         write_metrics(Path(out_dir) / "metrics.json", metrics, meta)
