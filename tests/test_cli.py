@@ -17,7 +17,7 @@ SUBCOMMANDS = (
     "data",
     "train",
     "evaluate",
-    "speed",
+    "bench",
     "analyze",
     "report",
     "notebooks",
@@ -62,7 +62,7 @@ def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> No
     assert exit_code([command, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: study {command}")
-    if command in ("train", "evaluate", "speed", "analyze"):
+    if command in ("train", "evaluate", "analyze"):
         for opt in ("experiment", "--profile", "--params", "--set"):
             assert opt in out
     if command == "train":
@@ -79,7 +79,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "speed"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "bench"])
 def test_missing_experiment(
     command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,11 +119,10 @@ def test_missing_weights(
 ) -> None:
     monkeypatch.chdir(REPO)
     missing = tmp_path / "none.pt"
-    for command in ("evaluate", "speed"):
-        args = [command, "fusion/none", "--profile", "smoke", "--weights", str(missing)]
-        assert main(args) == 2
-        err = capsys.readouterr().err
-        assert f"study {command}: error: {missing}: weights file not found" in err
+    args = ["evaluate", "fusion/none", "--profile", "smoke", "--weights", str(missing)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"study evaluate: error: {missing}: weights file not found" in err
 
 
 def _tiny_study(tmp_path: Path) -> Path:
@@ -258,3 +257,54 @@ def test_data_without_a_synthetic_section(
     params.write_text("profile: default\n")
     assert main(["data", "--params", str(params), "--out", str(tmp_path / "x")]) == 2
     assert "no `synthetic` section" in capsys.readouterr().err
+
+
+def test_test_sizes_and_bench_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two trained runs: `evaluate --test-sizes` writes one metrics file per extra size,
+    `bench` times both models interleaved on real images and writes the two CSVs; bad bench
+    settings and a missing model are one-line errors."""
+    import pandas as pd
+
+    work = _tiny_study(tmp_path)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["fusions"] = ["none", "asff"]
+    params["profiles"]["tiny"]["eval"] = {"img_size": 64, "test_sizes": [64, 96], "batch_size": 1}
+    params["bench"] = {
+        "runs": 4,
+        "rounds": 2,
+        "warmup": 1,
+        "images": 1,
+        "throughput_batch": 2,
+        "throughput_runs": 1,
+    }
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(work)
+    assert main(["bench"]) == 2  # nothing trained yet
+    assert "models/fusion/none/seed0.pt: weights file not found" in capsys.readouterr().err
+    for fusion in ("none", "asff"):
+        assert main(["train", f"fusion/{fusion}", "--max-iters", "1"]) == 0
+        assert main(["evaluate", f"fusion/{fusion}", "--test-sizes"]) == 0
+    run = Path("results/fusion/none/seed0")
+    assert sorted(p.name for p in (run / "test_sizes").iterdir()) == ["s96.json"]
+    m96 = json.loads((run / "test_sizes" / "s96.json").read_text())
+    assert m96["meta"]["protocol"]["img_size"] == 96 and "AP" in m96
+    assert (run / "test_sizes_detections" / "s96.json").is_file()
+    assert main(["bench", "--set", "bench.runs=0"]) == 2
+    assert "bench.runs: expected an integer >= 1" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["bench"]) == 0
+    bench = pd.read_csv("results/bench.csv")
+    assert list(zip(bench["model"], bench["size"], strict=True)) == [
+        ("fusion/none", 64),
+        ("fusion/asff", 64),
+        ("fusion/none", 96),
+        ("fusion/asff", 96),
+    ]
+    assert set(bench["dtype"]) == {"fp32"} and (bench["runs"] == 4).all()
+    assert (bench["forward_ms_median"] > 0).all() and (bench["nms_ms_median"] > 0).all()
+    assert bench["git_revision"].notna().all() and (bench["threads"] >= 1).all()
+    over = pd.read_csv("results/bench_overhead.csv")
+    assert list(over["model"]) == ["fusion/asff"] * 2 and (over["reference"] == "fusion/none").all()
+    assert (over["ratio_round_min"] <= over["ratio_round_max"]).all()

@@ -63,11 +63,14 @@ def test_each_listed_fusion_has_its_experiment_and_module(fusion: str) -> None:
 def test_per_run_stages_are_matrices_over_experiments_and_seeds(
     group: str, key: str, names: str, seeds: str
 ) -> None:
-    for stage in ("train", "evaluate", "speed"):
+    for stage in ("train", "evaluate"):
         body = STAGES[f"{stage}-{group}"]
         assert body["matrix"] == {key: f"${{{names}}}", "seed": f"${{{seeds}}}"}
-        assert body["cmd"] == f"study {stage} {group}/${{item.{key}}} --seed ${{item.seed}}"
+        assert body["cmd"].startswith(
+            f"study {stage} {group}/${{item.{key}}} --seed ${{item.seed}}"
+        )
         assert "profiles.${profile}" in body["params"]
+    assert STAGES[f"evaluate-{group}"]["cmd"].endswith(" --test-sizes")
     run = f"{group}/${{item.{key}}}/seed${{item.seed}}"
     train = STAGES[f"train-{group}"]
     assert dep_paths(train["outs"]) == [
@@ -82,12 +85,27 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
     assert dep_paths(evaluate["outs"]) == [
         f"{RESULTS}/{run}/detections.json",
         f"{RESULTS}/{run}/metrics.json",
+        f"{RESULTS}/{run}/test_sizes_detections",
+        f"{RESULTS}/{run}/test_sizes",
     ]
-    speed = STAGES[f"speed-{group}"]
-    assert f"{MODELS}/{run}.pt" in speed["deps"]
-    assert {"study/eval/speed.py", "study/eval/postprocess.py"} <= set(speed["deps"])
-    assert dep_paths(speed["outs"]) == [f"{RESULTS}/{run}/speed.json"]
-    assert not any("metrics" in STAGES[f"{s}-{group}"] for s in ("train", "evaluate", "speed"))
+    assert not any("metrics" in STAGES[f"{s}-{group}"] for s in ("train", "evaluate"))
+
+
+def test_speed_stage_times_every_model_in_one_process() -> None:
+    """`study bench`: one stage (the models interleaved), after every train stage, with the
+    settings and lists it reads as params."""
+    speed = STAGES["speed"]
+    assert speed["cmd"] == "study bench"
+    assert {"models", "study/eval", "study/models", "${dataset}"} <= set(speed["deps"])
+    assert RUN_MODULES <= set(speed["deps"])
+    assert {"bench", "fusions", "table1", "table1_seeds", "profiles.${profile}"} <= set(
+        speed["params"]
+    )
+    assert dep_paths(speed["outs"]) == ["results/bench.csv", "results/bench_overhead.csv"]
+    assert {"results/bench.csv", "results/bench_overhead.csv"} <= set(STAGES["report"]["deps"])
+    from study.eval.bench import DEFAULTS
+
+    assert set(PARAMS["bench"]) == set(DEFAULTS)
 
 
 def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> None:
@@ -99,7 +117,7 @@ def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> N
         for p in models.rglob("*.py")
         if p.parent != models / "fusions" or p.name in ("__init__.py", "resize.py")
     }
-    for stage in ("train-fusion", "evaluate-fusion", "speed-fusion"):
+    for stage in ("train-fusion", "evaluate-fusion"):
         deps = set(STAGES[stage]["deps"])
         assert "study/models/fusions/${item.fusion}.py" in deps
         assert shared <= deps, (stage, sorted(shared - deps))
@@ -115,7 +133,7 @@ RUN_MODULES = {f"study/{m}.py" for m in ("cli", "config", "pipeline", "registry"
 
 
 @pytest.mark.parametrize(
-    "stage", [f"{s}-{g}" for s in ("train", "evaluate", "speed") for g in ("fusion", "table1")]
+    "stage", [f"{s}-{g}" for s in ("train", "evaluate") for g in ("fusion", "table1")]
 )
 def test_per_run_stages_depend_on_the_run_modules(stage: str) -> None:
     assert RUN_MODULES <= set(STAGES[stage]["deps"])

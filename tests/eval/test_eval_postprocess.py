@@ -152,3 +152,23 @@ def test_to_original_four_sided_pad_and_missing_pad():
     ]
     with pytest.raises(ValueError, match="scale"):
         to_original(torch.zeros(1, 4), {"orig_size": (1, 1), "scale": (1, 2, 3)})
+
+
+@pytest.mark.parametrize("max_dets", [100, 5, None])
+def test_batched_postprocess_equals_per_image(max_dets) -> None:
+    """One NMS call for the batch gives exactly the per-image detections (fast path)."""
+    from study.eval.postprocess import postprocess_batched
+
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 400, 9, generator=gen)
+    pred[..., :2] *= 64  # centres
+    pred[..., 2:4] = pred[..., 2:4] * 30 + 2  # sizes: plenty of overlap
+    pred[1, :, 4] = 0.0  # an image with nothing above the threshold
+    ref = postprocess(pred, 0.05, 0.5, max_dets)
+    fast = postprocess_batched(pred, 0.05, 0.5, max_dets)
+    assert len(fast) == 3 and fast[1]["boxes"].shape == (0, 4)
+    for a, b in zip(ref, fast, strict=True):
+        assert torch.equal(a["labels"], b["labels"])
+        assert torch.equal(a["scores"], b["scores"])
+        assert torch.equal(a["boxes"], b["boxes"])
+    assert sum(len(d["scores"]) for d in ref) >= 10

@@ -1,0 +1,657 @@
+"""``study bench``: latency the way detection papers are judged, measured so it can be trusted.
+
+For every model (the study's trained runs, or registered variants with random weights) and every
+test size, dtype and mode, on the same real validation images:
+
+* **latency at batch 1, split into forward, decode and NMS**, each interval closed by a CUDA
+  synchronisation on a GPU; warm-up excluded; median and p90 over ``runs`` timed images;
+* **throughput** (images/s) at ``throughput_batch``, forward + decode + NMS;
+* **parameters and FLOPs** (``torch.utils.flop_counter``: FLOPs of one forward pass at batch 1,
+  a multiply-add counting 2);
+* modes: ``eager``, and ``fast`` (``torch.compile``; on CUDA with CUDA graphs, mode
+  ``reduce-overhead``; one batched NMS call, :func:`postprocess_batched`) reported beside eager;
+* dtypes: fp32 everywhere, fp16 and bf16 (autocast) on CUDA only.
+
+The models are timed **interleaved**: the runs are split into ``rounds``, and in every round each
+model times its share of images in turn (the order rotating), so that drift on a shared machine
+(another job, frequency scaling) hits every model alike. The overhead table divides each model's
+median total latency by the reference model's, round by round: its spread over the rounds says
+how far the ratio can be trusted.
+
+NMS time depends on how many boxes pass the confidence threshold, which depends on the weights.
+Trained weights run NMS on their own predictions (the number of candidates is in the table).
+With random weights nearly every box would pass, so NMS then runs on one fixed, shared set of
+``candidates`` boxes per image built around the image's true boxes (:func:`fixed_candidates`).
+
+Output: ``results/bench.csv`` (one row per model, size, dtype, mode) and
+``results/bench_overhead.csv``, each row with the device, torch / CUDA versions, threads and git
+revision.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from study.errors import ConfigError, StudyError
+from study.eval.coco_eval import autocast_context, decoder_of
+from study.eval.postprocess import postprocess, postprocess_batched
+from study.eval.sizes import check_sizes
+from study.utils import atomic_path, device_description, git_revision
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "sizes": None,
+    "dtypes": ["fp32", "fp16", "bf16"],
+    "modes": ["eager"],
+    "runs": 200,
+    "rounds": 10,
+    "warmup": 10,
+    "images": 50,
+    "throughput_batch": 16,
+    "throughput_runs": 5,
+    "reference": "fusion/none",
+    "random_models": [],
+    "candidates": 1000,
+}
+DTYPES = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
+MODES = ("eager", "fast")
+FLOPS_UNIT = "FLOPs of one forward pass at batch 1 (torch.utils.flop_counter; multiply-add = 2)"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def bench_settings(params: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """params.yaml ``bench`` over :data:`DEFAULTS`, then ``--set bench.KEY=VALUE`` overrides;
+    every key and value checked (ConfigError naming it)."""
+    from study.config import deep_merge, parse_override
+
+    settings = dict(DEFAULTS)
+    given = params.get("bench") or {}
+    if not isinstance(given, dict):
+        raise ConfigError(f"params `bench`: expected a mapping, got {given!r}")
+    settings.update(given)
+    for text in overrides:
+        node = parse_override(text)
+        if set(node) != {"bench"} or not isinstance(node["bench"], dict):
+            raise ConfigError(f"--set {text!r}: study bench takes only bench.KEY=VALUE")
+        settings = deep_merge(settings, node["bench"])
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"params `bench`: unknown keys {unknown}; valid: {sorted(DEFAULTS)}")
+    for key in ("runs", "rounds", "images", "throughput_batch", "throughput_runs", "candidates"):
+        _positive_int(settings, key)
+    if isinstance(settings["warmup"], bool) or not isinstance(settings["warmup"], int):
+        raise ConfigError(
+            f"params bench.warmup: expected an integer >= 0, got {settings['warmup']!r}"
+        )
+    if settings["warmup"] < 0:
+        raise ConfigError(
+            f"params bench.warmup: expected an integer >= 0, got {settings['warmup']}"
+        )
+    if settings["rounds"] > settings["runs"]:
+        raise ConfigError("params bench.rounds: cannot exceed bench.runs")
+    for key, valid in (("dtypes", DTYPES), ("modes", MODES)):
+        values = settings[key]
+        if not isinstance(values, list) or not values or any(v not in valid for v in values):
+            raise ConfigError(
+                f"params bench.{key}: expected a list of {' | '.join(valid)}, got {values!r}"
+            )
+    if settings["sizes"] is not None:
+        settings["sizes"] = check_sizes(settings["sizes"], "params bench.sizes")
+    if not isinstance(settings["random_models"], list):
+        raise ConfigError(
+            f"params bench.random_models: expected a list, got {settings['random_models']!r}"
+        )
+    return settings
+
+
+def _positive_int(settings: dict[str, Any], key: str) -> None:
+    value = settings[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"params bench.{key}: expected an integer >= 1, got {value!r}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass
+class Subject:
+    """One model to time."""
+
+    name: str  # the experiment (fusion/asff) or the variant with random weights (asff)
+    model: nn.Module
+    weights: str  # the weights file, or "random"
+    seed: int | None
+    fixed_nms_input: bool  # NMS on the shared candidate set instead of the model's own boxes
+    fns: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return str(self.model.spec.get("name", "?")) if hasattr(self.model, "spec") else "?"
+
+
+def default_experiments(params: dict[str, Any]) -> list[tuple[str, int]]:
+    """(experiment, seed) pairs the ``speed`` stage times: every fusion strategy at bench.seed,
+    then every trained Table 1 row at its first seed."""
+    seed = int((params.get("bench") or {}).get("seed", DEFAULTS["seed"]))
+    pairs = [(f"fusion/{f}", seed) for f in params.get("fusions") or []]
+    t1_seed = int((params.get("table1_seeds") or [0])[0])
+    pairs += [(f"table1/{r}", t1_seed) for r in params.get("table1") or []]
+    return pairs
+
+
+def _experiment_cfg(name: str, profile: str | None, params_path: str, seed: int) -> dict[str, Any]:
+    from study.config import load_experiment
+    from study.pipeline import experiment_name, experiment_path
+
+    path = experiment_path(name)
+    return load_experiment(
+        path, profile, params_path, {"train": {"seed": seed}}, experiment_name(path)
+    )
+
+
+def load_subjects(
+    params_path: str,
+    experiments: Sequence[str],
+    profile: str | None,
+    settings: dict[str, Any],
+    device: torch.device,
+) -> tuple[list[Subject], dict[str, Any]]:
+    """The models to time, on ``device`` in eval mode, and the config the images come from."""
+    from study.config import load_experiment, load_params
+    from study.pipeline import EXPERIMENTS, load_weights, run_paths
+
+    params = load_params(params_path) if Path(params_path).is_file() else {}
+    subjects: list[Subject] = []
+    if settings["random_models"]:
+        from study.models import available, build_model
+
+        cfg = load_experiment(EXPERIMENTS / "_base.yaml", profile, params_path, name="bench")
+        for name in settings["random_models"]:
+            if name not in available():
+                raise ConfigError(
+                    f"params bench.random_models: {name!r} is not a registered variant; "
+                    f"available: {', '.join(available())}"
+                )
+            torch.manual_seed(0)
+            model = build_model(
+                name, num_classes=80, width=cfg["model"]["width"], depth=cfg["model"]["depth"]
+            )
+            subjects.append(Subject(name, model.to(device).eval(), "random", None, True))
+        return subjects, cfg
+    seed = int(settings["seed"])
+    pairs = (
+        [(e, seed) for e in experiments]
+        if experiments
+        else default_experiments({**params, "bench": {**(params.get("bench") or {}), "seed": seed}})
+    )
+    if not pairs:
+        raise ConfigError(f"{params_path}: no experiments to time (`fusions` and `table1` empty)")
+    cfg = None
+    for name, run_seed in pairs:
+        run_cfg = _experiment_cfg(name, profile, params_path, run_seed)
+        cfg = cfg or run_cfg
+        path = run_paths(run_cfg).model
+        model, _ = load_weights(path, device)
+        subjects.append(Subject(run_cfg["name"], model, str(path), run_seed, False))
+    assert cfg is not None
+    return subjects, cfg
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def bench_images(cfg: dict[str, Any], size: int, count: int) -> tuple[Tensor, list[dict[str, Any]]]:
+    """The first ``count`` validation images at ``size`` (the eval transform) and targets."""
+    from study.data import collate
+    from study.pipeline import eval_dataset
+
+    cfg_s = copy.deepcopy(cfg)
+    cfg_s["eval"]["img_size"] = size
+    dataset = eval_dataset(cfg_s)
+    if len(dataset) == 0:
+        raise StudyError(f"{dataset.ann_file}: no validation images to time on")
+    return collate([dataset[i] for i in range(min(count, len(dataset)))])
+
+
+def fixed_candidates(
+    targets: Sequence[dict[str, Any]], size: int, num_classes: int, per_image: int, seed: int = 0
+) -> list[Tensor]:
+    """One (1, per_image, 5 + C) decoded-prediction tensor per image, the same for every model:
+    20 % of the boxes jittered around the image's true boxes with high objectness, the rest
+    spread over the image with low objectness; every score above 0.001."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for t in targets:
+        boxes = t["boxes"].float()
+        if len(boxes) == 0:
+            boxes = torch.tensor([[size * 0.25, size * 0.25, size * 0.75, size * 0.75]])
+        near = per_image // 5
+        pick = torch.randint(len(boxes), (near,), generator=gen)
+        b = boxes[pick]
+        cxcy, wh = (b[:, :2] + b[:, 2:]) / 2, (b[:, 2:] - b[:, :2]).clamp(min=2.0)
+        cxcy = cxcy + torch.randn(near, 2, generator=gen) * wh * 0.1
+        wh = wh * torch.exp(torch.randn(near, 2, generator=gen) * 0.1)
+        far = per_image - near
+        cxcy = torch.cat([cxcy, torch.rand(far, 2, generator=gen) * size])
+        wh = torch.cat([wh, torch.rand(far, 2, generator=gen) * size / 3 + 4])
+        obj = torch.cat(
+            [
+                torch.rand(near, generator=gen) * 0.7 + 0.3,
+                torch.rand(far, generator=gen) * 0.05 + 0.01,
+            ]
+        )
+        cls = torch.rand(per_image, num_classes, generator=gen) * 0.02
+        label = torch.randint(num_classes, (per_image,), generator=gen)
+        cls[torch.arange(per_image), label] = torch.rand(per_image, generator=gen) * 0.5 + 0.5
+        pred = torch.cat([cxcy, wh, obj[:, None], cls], dim=1)
+        out.append(pred[None])
+    return out
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation percentile (q in 0..100), as numpy's default."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def count_flops(model: nn.Module, size: int) -> int:
+    """FLOPs of one forward pass at batch 1 and ``size`` (:data:`FLOPS_UNIT`)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, size, size, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def prepare(subject: Subject, mode: str, device: torch.device) -> None:
+    """The forward, decode and NMS functions of ``subject`` for ``mode``."""
+    model, decoder = subject.model, decoder_of(subject.model)
+    if mode == "eager":
+        subject.fns = {"forward": model, "decode": decoder.decode, "nms": postprocess}
+        return
+    compile_mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs
+    subject.fns = {
+        "forward": torch.compile(model, mode=compile_mode),
+        "decode": torch.compile(decoder.decode, mode=compile_mode),
+        "nms": postprocess_batched,
+    }
+
+
+def time_image(
+    subject: Subject,
+    x: Tensor,
+    nms_input: Tensor | None,
+    device: torch.device,
+    amp: str | None,
+    ev: dict[str, Any],
+) -> tuple[float, float, float]:
+    """(forward, decode, NMS) milliseconds for one batch-1 image."""
+    fns = subject.fns
+    if device.type == "cuda" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+        torch.compiler.cudagraph_mark_step_begin()
+    _sync(device)
+    t0 = time.perf_counter()
+    with autocast_context(device, amp):
+        raw = fns["forward"](x)
+    _sync(device)
+    t1 = time.perf_counter()
+    with autocast_context(device, amp):
+        pred = fns["decode"](raw)
+    _sync(device)
+    t2 = time.perf_counter()
+    fns["nms"](
+        pred if nms_input is None else nms_input,
+        ev["conf_thresh"],
+        ev["nms_thresh"],
+        ev["max_dets"],
+    )
+    _sync(device)
+    t3 = time.perf_counter()
+    return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+
+
+def _candidates(
+    subject: Subject,
+    x: Tensor,
+    nms_input: Tensor | None,
+    ev: dict[str, Any],
+    amp: str | None,
+    device: torch.device,
+) -> tuple[int, int]:
+    """(boxes reaching NMS, detections kept) for one image, untimed."""
+    with torch.inference_mode(), autocast_context(device, amp):
+        pred = decoder_of(subject.model).decode(subject.model(x))
+    src = pred if nms_input is None else nms_input
+    scores = src[..., 4].float() * src[..., 5:].float().max(-1).values
+    conf = float(ev["conf_thresh"])
+    dets = postprocess(src, conf, float(ev["nms_thresh"]), ev["max_dets"])
+    return int((scores >= conf).sum()), len(dets[0]["scores"])
+
+
+def throughput(
+    subject: Subject,
+    images: Tensor,
+    batch: int,
+    runs: int,
+    device: torch.device,
+    amp: str | None,
+    ev: dict[str, Any],
+    nms_inputs: list[Tensor] | None,
+) -> float:
+    """Images per second at ``batch``: forward + decode + NMS, after one untimed batch."""
+    reps = math.ceil(batch / len(images))
+    x = images.repeat(reps, 1, 1, 1)[:batch].to(device)
+    nms_batch = None
+    if nms_inputs is not None:
+        stacked = torch.cat(nms_inputs * reps)[:batch].to(device)
+        nms_batch = stacked
+    fns = subject.fns  # the mode's functions (a compiled one compiles for the batch shape once)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elapsed = 0.0
+    with torch.inference_mode():
+        for i in range(runs + 1):
+            if device.type == "cuda" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+                torch.compiler.cudagraph_mark_step_begin()
+            _sync(device)
+            t0 = time.perf_counter()
+            with autocast_context(device, amp):
+                pred = fns["decode"](fns["forward"](x))
+            fns["nms"](
+                pred if nms_batch is None else nms_batch,
+                ev["conf_thresh"],
+                ev["nms_thresh"],
+                ev["max_dets"],
+            )
+            _sync(device)
+            if i:
+                elapsed += time.perf_counter() - t0
+    return batch * runs / elapsed
+
+
+def bench_setting(
+    subjects: list[Subject],
+    images: Tensor,
+    nms_inputs: list[Tensor] | None,
+    device: torch.device,
+    dtype: str,
+    mode: str,
+    settings: dict[str, Any],
+    ev: dict[str, Any],
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]]]:
+    """Interleaved timing of every subject at one (size, dtype, mode).
+
+    Returns per subject the lists ``forward``, ``decode``, ``nms``, ``total`` (ms per image)
+    and ``round`` (the round of each run), and per subject the untimed counts
+    (``candidates``, ``detections``) and the throughput."""
+    amp = DTYPES[dtype]
+    n = len(images)
+    per_round = math.ceil(settings["runs"] / settings["rounds"])
+    xs = [images[i : i + 1].to(device) for i in range(n)]
+    if device.type == "cuda":
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    nms_dev = [c.to(device) for c in nms_inputs] if nms_inputs is not None else None
+    times = {
+        s.name: {"forward": [], "decode": [], "nms": [], "total": [], "round": []} for s in subjects
+    }
+    extra: dict[str, dict[str, float]] = {}
+    with torch.inference_mode():
+        for s in subjects:
+            prepare(s, mode, device)
+            counts = [
+                _candidates(s, x, None if nms_dev is None else nms_dev[i], ev, amp, device)
+                for i, x in enumerate(xs)
+            ]
+            extra[s.name] = {
+                "candidates": statistics.fmean(c for c, _ in counts),
+                "detections": statistics.fmean(d for _, d in counts),
+            }
+            for i in range(max(settings["warmup"], 3 if mode == "fast" else 0)):
+                time_image(
+                    s, xs[i % n], None if nms_dev is None else nms_dev[i % n], device, amp, ev
+                )
+        for r in range(settings["rounds"]):
+            order = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
+            for s in order:
+                for k in range(per_round):
+                    i = (r * per_round + k) % n
+                    f, d, m = time_image(
+                        s, xs[i], None if nms_dev is None else nms_dev[i], device, amp, ev
+                    )
+                    t = times[s.name]
+                    t["forward"].append(f)
+                    t["decode"].append(d)
+                    t["nms"].append(m)
+                    t["total"].append(f + d + m)
+                    t["round"].append(r)
+    for s in subjects:
+        extra[s.name]["throughput"] = throughput(
+            s,
+            images,
+            settings["throughput_batch"],
+            settings["throughput_runs"],
+            device,
+            amp,
+            ev,
+            nms_inputs,
+        )
+    return times, extra
+
+
+# --------------------------------------------------------------------------- results
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """What the figures depend on besides the model: machine, library versions, threads, and
+    the machine's load when timing began (another job on the same cores distorts every figure:
+    on 2 cores a concurrent 2-thread job made batch-1 CPU latency 60 times slower)."""
+    return {
+        "device": device_description(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "git_revision": git_revision(),
+    }
+
+
+def latency_row(subject: Subject, t: dict[str, list[float]], extra: dict[str, float]) -> dict:
+    row: dict[str, Any] = {}
+    for part in ("forward", "decode", "nms", "total"):
+        row[f"{part}_ms_median"] = statistics.median(t[part])
+        row[f"{part}_ms_p90"] = percentile(t[part], 90)
+    row["total_ms_mean"] = statistics.fmean(t["total"])
+    row["fps"] = 1000.0 / row["total_ms_median"]
+    row["candidates_per_image"] = extra["candidates"]
+    row["detections_per_image"] = extra["detections"]
+    row["throughput_img_s"] = extra["throughput"]
+    return row
+
+
+def overhead_rows(
+    times: dict[str, dict[str, list[float]]], reference: str, rounds: int
+) -> list[dict[str, Any]]:
+    """Each model's median total (and forward) latency over the reference's, overall and per
+    round, with the rounds' spread."""
+    ref = times[reference]
+    rows = []
+    for name, t in times.items():
+        if name == reference:
+            continue
+        per_round = []
+        for r in range(rounds):
+            a = [v for v, k in zip(t["total"], t["round"], strict=True) if k == r]
+            b = [v for v, k in zip(ref["total"], ref["round"], strict=True) if k == r]
+            per_round.append(statistics.median(a) / statistics.median(b))
+        rows.append(
+            {
+                "model": name,
+                "reference": reference,
+                "ratio": statistics.median(t["total"]) / statistics.median(ref["total"]),
+                "ratio_forward": statistics.median(t["forward"])
+                / statistics.median(ref["forward"]),
+                "ratio_round_median": statistics.median(per_round),
+                "ratio_round_min": min(per_round),
+                "ratio_round_max": max(per_round),
+                "ratio_round_sd": statistics.stdev(per_round) if len(per_round) > 1 else 0.0,
+                "rounds": rounds,
+            }
+        )
+    return rows
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def run_bench(
+    params_path: str,
+    experiments: Sequence[str],
+    profile: str | None,
+    overrides: Sequence[str],
+    out: Path,
+) -> list[Path]:
+    """``study bench``: time every model at every size, dtype and mode; write ``out`` and
+    ``<stem>_overhead.csv`` beside it (both replaced only when everything has run)."""
+    from study.config import load_params
+    from study.utils import pick_device
+
+    params = load_params(params_path) if Path(params_path).is_file() else {}
+    settings = bench_settings(params, overrides)
+    device = pick_device("auto")
+    subjects, cfg = load_subjects(params_path, experiments, profile, settings, device)
+    device = pick_device(cfg["eval"]["device"])
+    for s in subjects:
+        s.model.to(device).eval()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        for s in subjects:
+            s.model.to(memory_format=torch.channels_last)
+    names = [s.name for s in subjects]
+    reference = settings["reference"]
+    if reference not in names:
+        log.info("bench.reference %r is not timed here; ratios are over %s", reference, names[0])
+        reference = names[0]
+    sizes = settings["sizes"] or check_sizes(cfg["eval"]["test_sizes"], "eval.test_sizes")
+    dtypes = [d for d in settings["dtypes"] if d == "fp32" or device.type == "cuda"]
+    skipped = sorted(set(settings["dtypes"]) - set(dtypes))
+    if skipped:
+        log.info("dtypes %s are timed on CUDA only; %s has fp32", skipped, device)
+    prov = provenance(device)
+    ev = cfg["eval"]
+    rows, ratios = [], []
+    for size in sizes:
+        images, targets = bench_images(cfg, size, settings["images"])
+        nms_inputs = None
+        if any(s.fixed_nms_input for s in subjects):
+            num_classes = subjects[0].model.num_classes
+            nms_inputs = fixed_candidates(targets, size, num_classes, settings["candidates"])
+        flops = {s.name: count_flops(s.model, size) for s in subjects}
+        for dtype in dtypes:
+            for mode in settings["modes"]:
+                try:
+                    times, extra = bench_setting(
+                        subjects, images, nms_inputs, device, dtype, mode, settings, ev
+                    )
+                except Exception as exc:  # noqa: BLE001 - a compiler failure skips the fast path
+                    if mode != "fast":
+                        raise
+                    log.warning("fast path failed at %d %s, left out: %s", size, dtype, exc)
+                    continue
+                common = {
+                    "size": size,
+                    "dtype": dtype,
+                    "mode": mode,
+                    "batch": 1,
+                    "runs": len(times[names[0]]["total"]),
+                    "rounds": settings["rounds"],
+                    "images": len(images),
+                }
+                for s in subjects:
+                    rows.append(
+                        {
+                            "model": s.name,
+                            "variant": s.variant,
+                            "weights": s.weights,
+                            "seed": s.seed,
+                            **common,
+                            **latency_row(s, times[s.name], extra[s.name]),
+                            "throughput_batch": settings["throughput_batch"],
+                            "nms_input": "fixed candidates" if s.fixed_nms_input else "own",
+                            "params": sum(p.numel() for p in s.model.parameters()),
+                            "flops": flops[s.name],
+                            "flops_unit": FLOPS_UNIT,
+                            "profile": cfg.get("profile"),
+                            **prov,
+                        }
+                    )
+                for r in overhead_rows(times, reference, settings["rounds"]):
+                    ratios.append(
+                        {
+                            **common,
+                            **r,
+                            "device": prov["device"],
+                            "git_revision": prov["git_revision"],
+                        }
+                    )
+                log.info("timed %d models at %d %s %s", len(subjects), size, dtype, mode)
+    out = Path(out)
+    overhead = out.with_name(f"{out.stem}_overhead{out.suffix}")
+    _write_csv(pd.DataFrame(rows), out)
+    _write_csv(pd.DataFrame(ratios), overhead)
+    _print_summary(pd.DataFrame(rows), pd.DataFrame(ratios))
+    return [out, overhead]
+
+
+def _print_summary(rows: pd.DataFrame, ratios: pd.DataFrame) -> None:
+    for _, r in rows.iterrows():
+        print(
+            f"{r['model']:>22s} {r['size']:4d} {r['dtype']} {r['mode']:5s}: "
+            f"{r['total_ms_median']:7.2f} ms (p90 {r['total_ms_p90']:.2f}; forward "
+            f"{r['forward_ms_median']:.2f}, decode {r['decode_ms_median']:.2f}, NMS "
+            f"{r['nms_ms_median']:.2f}), {r['throughput_img_s']:.0f} img/s, "
+            f"{r['flops'] / 1e9:.2f} GFLOPs"
+        )
+    for _, r in ratios.iterrows():
+        print(
+            f"{r['model']:>22s} / {r['reference']} at {r['size']} {r['dtype']} {r['mode']}: "
+            f"x{r['ratio']:.3f} (rounds x{r['ratio_round_min']:.3f}..x{r['ratio_round_max']:.3f})"
+        )
