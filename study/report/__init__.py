@@ -1,7 +1,8 @@
 """Paper-style tables and figures from ``results/<experiment>/seed<k>/``: what ``study report``
 writes. ``results/tables/``: Table 3 (fusion), the pairwise table, Table 1, the gradient
-consistency and weight agreement tables, the replication scorecard (each as Markdown, LaTeX and
-CSV) and runs.csv; ``results/figures/``: the analysis figures; ``results/metrics.json``: the
+consistency and weight agreement tables, the test-size and ASFF* tables, the replication
+scorecard (each as Markdown, LaTeX and CSV) and runs.csv; ``results/figures/``: the analysis
+figures and the speed-accuracy figure; ``results/metrics.json``: the
 compact metrics file that ``dvc exp show`` reads (AP, APs, APm, APl per experiment and seed)."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from study.errors import StudyError
 from study.report.collect import AP_COLUMNS, collect_runs, detections_path, read_json
+from study.report.speed import attach_speed, read_bench, speed_report
 from study.report.stats import paired_bootstrap, seed_summary
 from study.report.tables import fusion_table, pairwise_table, table1_table, write_table
 from study.utils import write_json
@@ -64,7 +66,7 @@ def fusion_report(
     rep = params.get("report") or {}
     min_ap = float(rep.get("min_ap", 0.10))
     experiments = [f"fusion/{f}" for f in fusions]
-    runs = collect_runs(results_dir, experiments, seeds)
+    runs = attach_speed(collect_runs(results_dir, experiments, seeds), read_bench(results_dir)[0])
     summary = seed_summary(runs, SUMMARY_COLUMNS)
     reference = "fusion/none" if "none" in fusions else experiments[0]
     # the second comparison (params.yaml report.pairwise): one strategy against each other one
@@ -100,8 +102,9 @@ def fusion_report(
         "runs) and the seeds, with replacement, and recomputes COCO AP exactly on that sample. "
         "'within noise': the interval covers 0.",
         "params and GFLOPs (torch.utils.flop_counter, multiply-add = 2) at the evaluation size; "
-        "ms: median per image at batch 1 on the machine that ran the study (forward, decode, "
-        "NMS).",
+        "ms: median per image at batch 1, fp32, forward + decode + NMS, of the bench.seed "
+        "weights on the machine that ran the `speed` stage (results/bench.csv; the ASFF "
+        "overhead with its spread: results/bench_overhead.csv).",
         "Paper column: COCO val2017 at 608 with the guided-anchoring head; ours: the profile's "
         "dataset and scale with the plain YOLOv3 head (experiments/fusion/_base.yaml).",
         f"A strategy whose mean AP is below {min_ap:.2f} did not learn within the profile's "
@@ -132,7 +135,10 @@ def table1_report(
     seeds = list(params.get("table1_seeds") or [0])
     min_ap = float((params.get("report") or {}).get("min_ap", 0.10))
     runs = (
-        collect_runs(results_dir, [f"table1/{r}" for r in rows], seeds)
+        attach_speed(
+            collect_runs(results_dir, [f"table1/{r}" for r in rows], seeds),
+            read_bench(results_dir)[0],
+        )
         if rows
         else pd.DataFrame(columns=["experiment", "seed", *SUMMARY_COLUMNS, "profile", "dataset"])
     )
@@ -316,6 +322,15 @@ def build_report(
     paths += p
     frames.append(table1_runs)
     all_runs = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    seeds_of = {
+        **{f"fusion/{f}": list(params.get("seeds") or [0]) for f in params.get("fusions") or []},
+        **{
+            f"table1/{r}": list(params.get("table1_seeds") or [0])
+            for r in params.get("table1") or []
+        },
+    }
+    where = f"profile `{params.get('profile', '?')}`, dataset {_dataset_label(all_runs)}"
+    paths += speed_report(dict(params), results_dir, out, figures, list(seeds_of), seeds_of, where)
     from study.utils import write_text
 
     runs_csv = out / "runs.csv"
@@ -330,6 +345,7 @@ def build_report(
         None if analysis is None else analysis["gradients"],
         None if analysis is None else analysis["agreement"],
         min_ap,
+        read_bench(results_dir)[1],
     )
     card = scorecard(evidence)
     profile = params.get("profile", "?")

@@ -1,7 +1,8 @@
 """Read the per-run result files into one table (one row per (experiment, seed) run).
 
 Each run has ``results/<experiment>/seed<k>/metrics.json`` (``study evaluate``, required) and,
-where written, ``speed.json`` (``study speed``) and ``train_summary.json`` (``study train``).
+where written, ``train_summary.json`` (``study train``). Latency, parameters and FLOPs come from
+``results/bench.csv`` (``study bench``; study/report/speed.py adds them).
 Metric values stay COCOeval fractions here; the tables turn them into percentages.
 """
 
@@ -56,7 +57,7 @@ def _fraction(value: Any, path: Path, key: str) -> float:
 
 
 def read_run(results_dir: Path, experiment: str, seed: int) -> dict[str, Any]:
-    """One row: metrics, then speed (ms, params, FLOPs) and training time where written."""
+    """One row: metrics, the evaluation size, and training time where written."""
     folder = run_dir(results_dir, experiment, seed)
     path = folder / "metrics.json"
     metrics = _read_object(path, required=True)
@@ -72,10 +73,7 @@ def read_run(results_dir: Path, experiment: str, seed: int) -> dict[str, Any]:
     row["num_images"] = (meta.get("dataset") or {}).get("num_images")
     row["device"] = meta.get("device")
 
-    speed = _read_object(folder / "speed.json", required=False)
-    row["ms"] = _optional(speed.get("ms_median"))
-    row["params"] = _optional(speed.get("params"))
-    row["flops"] = _optional(speed.get("flops"))
+    row["img_size"] = _optional((meta.get("protocol") or {}).get("img_size"))
 
     summary = _read_object(folder / "train_summary.json", required=False)
     row["train_min"] = _optional(summary.get("wall_seconds")) / 60.0

@@ -1,6 +1,7 @@
 """Figures of the report stage (PNG for the README, SVG for papers), written reproducibly (no
 timestamps, fixed SVG ids): the conflict share over training, the conflict share against the
-fusion weight, and fusion-weight maps like the paper's Fig. 3/4."""
+fusion weight, fusion-weight maps like the paper's Fig. 3/4, and the speed-accuracy figure
+(Fig. 1)."""
 
 from __future__ import annotations
 
@@ -168,3 +169,42 @@ def weight_maps_figure(
     fig.suptitle(caption, fontsize=9, y=1.0)
     fig.tight_layout(rect=(0, 0, 1, 0.99))
     return save(fig, out_dir, name)
+
+
+def speed_accuracy_figure(summary: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
+    """AP (x 100, mean over seeds, bars: std) against ms per image at each test size, one line
+    per model, each point labelled by its size (the paper's Fig. 1)."""
+    data = summary.dropna(subset=["ms"])
+    models = list(dict.fromkeys(data["experiment"]))
+    palette = dict(zip(models, sns.color_palette("tab10", len(models)), strict=True))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for model in models:
+        m = data[data["experiment"] == model].sort_values("size")
+        ap, std = 100 * m["AP"].to_numpy(), 100 * m["AP_std"].fillna(0).to_numpy()
+        ax.errorbar(
+            m["ms"],
+            ap,
+            yerr=std,
+            marker="o",
+            ms=4,
+            capsize=2,
+            lw=1.2,
+            color=palette[model],
+            label=model,
+        )
+        for x, y, size in zip(m["ms"], ap, m["size"], strict=True):
+            ax.annotate(
+                str(int(size)),
+                (x, y),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=7,
+                color=palette[model],
+            )
+    ax.set_xlabel("ms per image (median, batch 1)")
+    ax.set_ylabel("COCO AP x 100")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(caption, fontsize=8, wrap=True)
+    fig.tight_layout()
+    return save(fig, out_dir, "speed_accuracy")

@@ -55,7 +55,8 @@ def _detections(n_images: int, found: float, rng: np.random.Generator) -> list[d
 
 
 def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) -> None:
-    """metrics.json (scored by pycocotools), detections.json, speed.json, train_summary.json."""
+    """metrics.json (scored by pycocotools, at size 64), detections.json, train_summary.json,
+    and test_sizes/s96.json (the same detections scored again, as another size)."""
     from study.data import load_coco
     from study.eval.coco_eval import coco_metrics
 
@@ -66,12 +67,54 @@ def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) 
     meta = {
         "profile": "test",
         "dataset": {"root": str(ann.parents[1]), "ann_file": str(ann), "num_images": 20},
+        "protocol": {"img_size": 64},
     }
     (folder / "metrics.json").write_text(json.dumps({**metrics, "meta": meta}))
     (folder / "detections.json").write_text(json.dumps(dets))
-    speed = {"ms_median": 10.0 + seed, "params": 2_500_000, "flops": 1.2e9}
-    (folder / "speed.json").write_text(json.dumps(speed))
+    (folder / "test_sizes").mkdir()
+    big = {k: (v if v is None else v * 1.1) for k, v in metrics.items()}
+    meta96 = {**meta, "protocol": {"img_size": 96}}
+    (folder / "test_sizes" / "s96.json").write_text(json.dumps({**big, "meta": meta96}))
     (folder / "train_summary.json").write_text(json.dumps({"wall_seconds": 120, "iterations": 9}))
+
+
+def _write_bench(results: Path, models: list[str]) -> None:
+    """bench.csv (two sizes, fp32 eager plus an fp16 row that the tables must not use) and
+    bench_overhead.csv, as `study bench` writes them."""
+    rows = []
+    for i, model in enumerate(models):
+        for size, ms in ((64, 10.0 + i), (96, 20.0 + i)):
+            for dtype, scale in (("fp32", 1.0), ("fp16", 0.5)):
+                rows.append(
+                    {
+                        "model": model,
+                        "size": size,
+                        "dtype": dtype,
+                        "mode": "eager",
+                        "total_ms_median": ms * scale,
+                        "params": 2_500_000,
+                        "flops": 1.2e9,
+                        "device": "cpu (test)",
+                    }
+                )
+    pd.DataFrame(rows).to_csv(results / "bench.csv", index=False)
+    over = [
+        {
+            "size": 64,
+            "dtype": "fp32",
+            "mode": "eager",
+            "model": "fusion/good",
+            "reference": "fusion/none",
+            "ratio": 1.1,
+            "ratio_forward": 1.12,
+            "ratio_round_median": 1.1,
+            "ratio_round_min": 1.04,
+            "ratio_round_max": 1.2,
+            "rounds": 10,
+            "device": "cpu (test)",
+        }
+    ]
+    pd.DataFrame(over).to_csv(results / "bench_overhead.csv", index=False)
 
 
 @pytest.fixture
@@ -86,6 +129,7 @@ def study(tmp_path: Path) -> tuple[Path, dict]:
             rng = np.random.default_rng(seed)  # `same` gets exactly `none`'s detections
             _write_run(results, ann, f"fusion/{exp}", seed, _detections(20, p, rng))
     _write_run(results, ann, "table1/bof", 0, _detections(20, 0.9, np.random.default_rng(7)))
+    _write_bench(results, ["fusion/none", "fusion/good", "fusion/same", "table1/bof"])
     params = {
         "fusions": ["none", "good", "same"],
         "seeds": [0, 1, 2],
@@ -101,7 +145,7 @@ def test_read_run_collects_metrics_speed_and_training(study) -> None:
     results, _ = study
     row = read_run(results, "fusion/good", 1)
     assert row["experiment"] == "fusion/good" and row["seed"] == 1
-    assert 0 < row["AP"] <= 1 and row["ms"] == 11.0 and row["flops"] == 1.2e9
+    assert 0 < row["AP"] <= 1 and row["img_size"] == 64
     assert row["train_min"] == 2.0 and row["profile"] == "test" and row["num_images"] == 20
     runs = collect_runs(results, ["fusion/none", "fusion/good"], [0, 1, 2])
     assert len(runs) == 6 and list(runs["seed"]) == [0, 1, 2, 0, 1, 2]
@@ -111,8 +155,8 @@ def test_missing_or_broken_run_files_name_the_file(study) -> None:
     results, _ = study
     with pytest.raises(StudyError, match="fusion/none/seed7/metrics.json: file not found"):
         read_run(results, "fusion/none", 7)
-    (results / "fusion/none/seed0/speed.json").write_text("{oops")
-    with pytest.raises(StudyError, match="seed0/speed.json: invalid JSON"):
+    (results / "fusion/none/seed0/train_summary.json").write_text("{oops")
+    with pytest.raises(StudyError, match="seed0/train_summary.json: invalid JSON"):
         read_run(results, "fusion/none", 0)
     (results / "fusion/none/seed1/metrics.json").write_text(json.dumps({"AP": 0.1}))
     with pytest.raises(StudyError, match="seed1/metrics.json: missing keys AP50"):
@@ -159,9 +203,10 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     results, params = study
     paths = build_report(params, results)
     names = sorted(p.name for p in paths)
+    tables = ("fusion", "table1", "scorecard", "test_sizes", "asff_star")
     assert names == sorted(
-        [f"{t}.{ext}" for t in ("fusion", "table1", "scorecard") for ext in ("md", "tex", "csv")]
-        + ["runs.csv", "metrics.json"]
+        [f"{t}.{ext}" for t in tables for ext in ("md", "tex", "csv")]
+        + ["runs.csv", "metrics.json", "speed_accuracy.png", "speed_accuracy.svg"]
     )
     tex = (results / "tables" / "fusion.tex").read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex and "profile test" in tex
@@ -183,6 +228,7 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     assert list(csv["strategy"]) == ["none", "good", "same"]
     assert csv.loc[1, "dAP_lo"] > 0 and bool(csv.loc[2, "dAP_within_noise"])
     assert csv.loc[0, "params"] == 2_500_000 and csv.loc[0, "flops"] == 1.2e9
+    assert list(csv["ms"]) == [10.0, 11.0, 12.0]  # bench.csv at the eval size, fp32 eager
 
     t1 = (results / "tables" / "table1.md").read_text()
     assert "not trained on this profile" in t1 and f"{PAPER_TABLE1['baseline']['AP']:.1f}" in t1
@@ -234,4 +280,54 @@ def test_pairwise_must_name_a_strategy_of_the_study(study) -> None:
     results, params = study
     params = {**params, "report": {**params["report"], "pairwise": "asff"}}
     with pytest.raises(StudyError, match="report.pairwise: 'asff' is not one of `fusions`"):
+        build_report(params, results)
+
+
+def test_speed_report_joins_test_sizes_and_bench(study) -> None:
+    """The test-size table: AP at each size (metrics.json + test_sizes/) beside the bench's
+    fp32 latency; the scorecard's C4 reads the interleaved overhead rows."""
+    results, params = study
+    params = {**params, "fusions": ["none", "good", "same"]}
+    build_report(params, results)
+    sizes = pd.read_csv(results / "tables" / "test_sizes.csv")
+    assert list(zip(sizes["model"], sizes["size"], strict=True))[:2] == [
+        ("fusion/none", 64),
+        ("fusion/none", 96),
+    ]
+    none = sizes[sizes["model"] == "fusion/none"].set_index("size")
+    assert none.loc[96, "AP"] == pytest.approx(1.1 * none.loc[64, "AP"])
+    assert list(none["ms"]) == [10.0, 20.0] and set(sizes["seeds"]) == {1, 3}
+    md = (results / "tables" / "test_sizes.md").read_text()
+    assert "cpu (test)" in md and "fp32" in md
+    star = pd.read_csv(results / "tables" / "asff_star.csv")
+    assert list(star["size"][:4]) == [320, 416, 608, 800] and star.loc[2, "AP"] == 42.4
+    assert (star["source"] == "paper").sum() == 4  # no ASFF model in this study: paper rows only
+    assert (results / "figures" / "speed_accuracy.svg").is_file()
+
+
+def test_c4_from_the_interleaved_overhead(study) -> None:
+    from study.report.scorecard import INCONCLUSIVE, REPLICATED, Evidence, claim_c4
+
+    results, _ = study
+    runs = collect_runs(results, ["fusion/none", "fusion/good"], [0])
+    runs["experiment"] = runs["experiment"].replace({"fusion/good": "fusion/asff"})
+    over = pd.read_csv(results / "bench_overhead.csv").replace({"fusion/good": "fusion/asff"})
+    row = claim_c4(Evidence(None, None, runs, None, None, None, 0.1, over))
+    assert row["verdict"] == REPLICATED and "x1.100" in row["measured"]
+    assert "10 interleaved rounds" in row["spread"] and "x1.040 .. x1.200" in row["spread"]
+    over["ratio_round_median"] = 1.3
+    assert claim_c4(Evidence(None, None, runs, None, None, None, 0.1, over))["verdict"] == (
+        INCONCLUSIVE  # the rounds reach into the band
+    )
+    over["ratio_round_min"] = 1.2
+    assert claim_c4(Evidence(None, None, runs, None, None, None, 0.1, over))["verdict"] == (
+        "not replicated"
+    )
+    assert "not tested" in claim_c4(Evidence(None, None, runs, None, None, None, 0.1))["verdict"]
+
+
+def test_a_broken_bench_file_is_named(study) -> None:
+    results, params = study
+    (results / "bench.csv").write_text("model,size\nfusion/none,64\n")
+    with pytest.raises(StudyError, match="bench.csv: missing columns"):
         build_report(params, results)
