@@ -1,7 +1,8 @@
 """``study bench``: latency the way detection papers are judged, measured so it can be trusted.
 
 For every model (the study's trained runs, or registered variants with random weights) and every
-test size, dtype and mode, on the same real validation images:
+test size (``eval.test_sizes`` and ``eval.img_size``, or ``bench.sizes``), dtype and mode, on the
+same real validation images:
 
 * **latency at batch 1, split into forward, decode and NMS**, each interval closed by a CUDA
   synchronisation on a GPU; warm-up excluded; median and p90 over ``runs`` timed images;
@@ -570,7 +571,10 @@ def run_bench(
     if reference not in names:
         log.info("bench.reference %r is not timed here; ratios are over %s", reference, names[0])
         reference = names[0]
-    sizes = settings["sizes"] or check_sizes(cfg["eval"]["test_sizes"], "eval.test_sizes")
+    # the profile's test sizes plus its evaluation size (the size of Table 3's ms column)
+    sizes = settings["sizes"] or check_sizes(
+        [*cfg["eval"]["test_sizes"], int(cfg["eval"]["img_size"])], "eval.test_sizes"
+    )
     dtypes = [d for d in settings["dtypes"] if d == "fp32" or device.type == "cuda"]
     skipped = sorted(set(settings["dtypes"]) - set(dtypes))
     if skipped:
