@@ -10,14 +10,10 @@ speed ratio.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import time
 
-from pycocotools.coco import COCO
-
 from study.eval.coco_eval import METRIC_KEYS, backend_version, coco_metrics
-from study.eval.generated import generated_detections, generated_ground_truth
+from study.eval.generated import coco_from_dict, generated_detections, generated_ground_truth
 
 BACKENDS = ("pycocotools", "faster-coco-eval")
 
@@ -30,10 +26,7 @@ def main() -> None:
     args = p.parse_args()
     gt = generated_ground_truth(num_images=args.images)
     dets = generated_detections(gt, per_image=args.per_image)
-    coco = COCO()
-    coco.dataset = gt
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    coco = coco_from_dict(gt)
     print(
         f"{len(gt['images'])} images, {len(gt['annotations'])} boxes, {len(dets)} detections; "
         + ", ".join(backend_version(b) for b in BACKENDS)

@@ -9,9 +9,12 @@ are. Both are seeded, so a benchmark or test sees the same data every time.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
 
 
 def generated_ground_truth(
@@ -79,3 +82,12 @@ def generated_detections(
                 }
             )
     return results
+
+
+def coco_from_dict(dataset: dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` indexed from an annotation dict (no file, no printout)."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco

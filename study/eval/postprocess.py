@@ -23,6 +23,21 @@ def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
+def _scored(pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(boxes (B, N, 4) XYXY, scores (B, N), labels (B, N)) of decoded predictions: each box
+    scored by objectness x its largest class probability and given that class (float32)."""
+    if pred.dim() != 3 or pred.shape[-1] < 6:
+        raise ValueError(f"expected predictions of shape (B, N, 5 + C), got {tuple(pred.shape)}")
+    pred = pred.detach().float()
+    class_conf, labels = pred[..., 5:].max(dim=-1)  # one label per box
+    return cxcywh_to_xyxy(pred[..., :4]), pred[..., 4] * class_conf, labels
+
+
+def _kept(boxes: Tensor, scores: Tensor, conf_thresh: float) -> Tensor:
+    """Boxes at or above the confidence threshold with finite values."""
+    return (scores >= conf_thresh) & torch.isfinite(scores) & torch.isfinite(boxes).all(-1)
+
+
 def postprocess(
     pred: Tensor,
     conf_thresh: float = 0.001,
@@ -37,16 +52,10 @@ def postprocess(
     sorted by decreasing score, on ``pred``'s device. Half-precision input is computed in float32.
     ``max_dets`` None or <= 0 keeps every box that survives NMS (the official behaviour).
     """
-    if pred.dim() != 3 or pred.shape[-1] < 6:
-        raise ValueError(f"expected predictions of shape (B, N, 5 + C), got {tuple(pred.shape)}")
-    pred = pred.detach().float()
-    boxes_all = cxcywh_to_xyxy(pred[..., :4])  # (B, N, 4)
-    class_conf, class_pred = pred[..., 5:].max(dim=-1)  # (B, N) each: one label per box
-    scores_all = pred[..., 4] * class_conf  # objectness x class probability
-
+    boxes_all, scores_all, labels_all = _scored(pred)
     out: list[dict[str, Tensor]] = []
-    for boxes, scores, labels in zip(boxes_all, scores_all, class_pred, strict=True):
-        keep = (scores >= conf_thresh) & torch.isfinite(scores) & torch.isfinite(boxes).all(-1)
+    for boxes, scores, labels in zip(boxes_all, scores_all, labels_all, strict=True):
+        keep = _kept(boxes, scores, conf_thresh)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         idx = batched_nms(boxes, scores, labels, nms_thresh)  # sorted by decreasing score
         if max_dets is not None and max_dets > 0:
@@ -67,16 +76,11 @@ def postprocess_batched(
     NMS group. Returns the same detections as :func:`postprocess` (tested), but the
     per-image loop does only indexing, so a GPU runs a single NMS kernel per batch.
     """
-    if pred.dim() != 3 or pred.shape[-1] < 6:
-        raise ValueError(f"expected predictions of shape (B, N, 5 + C), got {tuple(pred.shape)}")
-    pred = pred.detach().float()
+    boxes, scores, labels = _scored(pred)
     batch, num_boxes, num_classes = pred.shape[0], pred.shape[1], pred.shape[-1] - 5
-    boxes = cxcywh_to_xyxy(pred[..., :4]).reshape(-1, 4)
-    class_conf, labels = pred[..., 5:].max(dim=-1)
-    scores = (pred[..., 4] * class_conf).reshape(-1)
-    labels = labels.reshape(-1)
+    boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
     image = torch.arange(batch, device=pred.device).repeat_interleave(num_boxes)
-    keep = (scores >= conf_thresh) & torch.isfinite(scores) & torch.isfinite(boxes).all(-1)
+    keep = _kept(boxes, scores, conf_thresh)
     boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
     idx = batched_nms(boxes, scores, image * num_classes + labels, nms_thresh)  # by score
     image_of = image[idx]

@@ -20,50 +20,11 @@ import pandas as pd
 from study.errors import StudyError
 from study.eval.sizes import read_test_sizes
 from study.report.collect import AP_COLUMNS, run_dir
-from study.report.tables import MISSING, _mean_std, _num, pct, write_table
+from study.report.tables import MISSING, PAPER_ASFF_STAR, _mean_std, _num, pct, write_table
 
 BENCH_FILE, OVERHEAD_FILE = "bench.csv", "bench_overhead.csv"
 # The latency the tables and the figure use (the other settings stay in bench.csv).
 REFERENCE_SETTING = {"dtype": "fp32", "mode": "eager"}
-# COCO test-dev, YOLOv3 (Darknet-53) + ASFF* (shared/PAPER.md, [reprint]); FPS on a V100.
-PAPER_ASFF_STAR = {
-    320: {
-        "FPS": 60.0,
-        "AP": 38.1,
-        "AP50": 57.4,
-        "AP75": 42.1,
-        "APs": 16.1,
-        "APm": 41.6,
-        "APl": 53.6,
-    },
-    416: {
-        "FPS": 54.0,
-        "AP": 40.6,
-        "AP50": 60.6,
-        "AP75": 45.1,
-        "APs": 20.3,
-        "APm": 44.2,
-        "APl": 54.1,
-    },
-    608: {
-        "FPS": 45.5,
-        "AP": 42.4,
-        "AP50": 63.0,
-        "AP75": 47.4,
-        "APs": 25.5,
-        "APm": 45.7,
-        "APl": 52.3,
-    },
-    800: {
-        "FPS": 29.4,
-        "AP": 43.9,
-        "AP50": 64.1,
-        "AP75": 49.2,
-        "APs": 27.0,
-        "APm": 46.6,
-        "APl": 53.4,
-    },
-}
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:

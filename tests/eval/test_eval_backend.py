@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 
 from study.errors import ConfigError
 from study.eval.coco_eval import METRIC_KEYS, coco_metrics
-from study.eval.generated import generated_detections, generated_ground_truth
+from study.eval.generated import coco_from_dict, generated_detections, generated_ground_truth
 
 pytest.importorskip("faster_coco_eval")
 
@@ -24,12 +24,7 @@ SUBSET = Path(
 )
 
 
-def _coco(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+_coco = coco_from_dict
 
 
 def assert_same(coco: COCO, results: list[dict], img_ids: list[int] | None = None) -> None:

@@ -7,10 +7,10 @@ import io
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from study.eval.coco_eval import coco_metrics
+from study.eval.generated import coco_from_dict
 from study.eval.resample import METRICS, ImageWeightedAP
 
 SIZES = ((6, 12), (20, 60), (90, 150))  # small, medium, large box sides (COCO's buckets)
@@ -53,12 +53,7 @@ def _dataset(n_images: int, seed: int) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": anns, "categories": cats}, dets
 
 
-def _coco(d: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = d
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+_coco = coco_from_dict
 
 
 def _cocoeval(d: dict, dets: list[dict]) -> dict[str, float]:
