@@ -5,6 +5,7 @@ fusion weight, fusion-weight maps like the paper's Fig. 3/4, and the speed-accur
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,6 +206,6 @@ def speed_accuracy_figure(summary: pd.DataFrame, out_dir: Path, caption: str) ->
     ax.set_ylabel("COCO AP x 100")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(caption, fontsize=8, wrap=True)
+    ax.set_title(textwrap.fill(caption, 100), fontsize=8)
     fig.tight_layout()
     return save(fig, out_dir, "speed_accuracy")
