@@ -59,14 +59,18 @@ def _scorers(results_dir: Path, runs: pd.DataFrame) -> dict[tuple[str, int], Any
 
 
 def fusion_report(
-    params: Mapping[str, Any], results_dir: Path, out_dir: Path
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    bench: pd.DataFrame | None = None,
 ) -> tuple[list[Path], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Table 3 and the pairwise table; returns (paths, runs, seed summary, paired deltas)."""
+    """Table 3 and the pairwise table (ms, params, FLOPs from ``bench``, results/bench.csv);
+    returns (paths, runs, seed summary, paired deltas)."""
     fusions, seeds = list(params.get("fusions") or []), list(params.get("seeds") or [0])
     rep = params.get("report") or {}
     min_ap = float(rep.get("min_ap", 0.10))
     experiments = [f"fusion/{f}" for f in fusions]
-    runs = attach_speed(collect_runs(results_dir, experiments, seeds), read_bench(results_dir)[0])
+    runs = attach_speed(collect_runs(results_dir, experiments, seeds), bench)
     summary = seed_summary(runs, SUMMARY_COLUMNS)
     reference = "fusion/none" if "none" in fusions else experiments[0]
     # the second comparison (params.yaml report.pairwise): one strategy against each other one
@@ -129,16 +133,16 @@ def fusion_report(
 
 
 def table1_report(
-    params: Mapping[str, Any], results_dir: Path, out_dir: Path
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    bench: pd.DataFrame | None = None,
 ) -> tuple[list[Path], pd.DataFrame]:
     rows, not_run = list(params.get("table1") or []), list(params.get("table1_not_run") or [])
     seeds = list(params.get("table1_seeds") or [0])
     min_ap = float((params.get("report") or {}).get("min_ap", 0.10))
     runs = (
-        attach_speed(
-            collect_runs(results_dir, [f"table1/{r}" for r in rows], seeds),
-            read_bench(results_dir)[0],
-        )
+        attach_speed(collect_runs(results_dir, [f"table1/{r}" for r in rows], seeds), bench)
         if rows
         else pd.DataFrame(columns=["experiment", "seed", *SUMMARY_COLUMNS, "profile", "dataset"])
     )
@@ -312,13 +316,14 @@ def build_report(
     fusion_runs = summary = deltas = None
     analysis = None
     min_ap = float((params.get("report") or {}).get("min_ap", 0.10))
+    bench, overhead = read_bench(results_dir)
     if params.get("fusions"):
-        p, fusion_runs, summary, deltas = fusion_report(params, results_dir, out)
+        p, fusion_runs, summary, deltas = fusion_report(params, results_dir, out, bench)
         paths += p
         frames.append(fusion_runs)
         p, analysis = analysis_report(params, results_dir, out, figures, fusion_runs)
         paths += p
-    p, table1_runs = table1_report(params, results_dir, out)
+    p, table1_runs = table1_report(params, results_dir, out, bench)
     paths += p
     frames.append(table1_runs)
     all_runs = pd.concat([f for f in frames if not f.empty], ignore_index=True)
@@ -330,7 +335,7 @@ def build_report(
         },
     }
     where = f"profile `{params.get('profile', '?')}`, dataset {_dataset_label(all_runs)}"
-    paths += speed_report(dict(params), results_dir, out, figures, list(seeds_of), seeds_of, where)
+    paths += speed_report(dict(params), results_dir, out, figures, seeds_of, where, bench)
     from study.utils import write_text
 
     runs_csv = out / "runs.csv"
@@ -345,7 +350,7 @@ def build_report(
         None if analysis is None else analysis["gradients"],
         None if analysis is None else analysis["agreement"],
         min_ap,
-        read_bench(results_dir)[1],
+        overhead,
     )
     card = scorecard(evidence)
     profile = params.get("profile", "?")

@@ -11,7 +11,7 @@ decode + NMS) at batch 1, fp32, eager, on the machine that ran the ``speed`` sta
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,11 @@ def attach_speed(runs: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataFrame
     return out
 
 
-def collect_test_sizes(
-    results_dir: Path, experiments: Sequence[str], seeds: Sequence[int]
-) -> pd.DataFrame:
-    """Long table: experiment, seed, size and the AP columns (fractions), from each run's
-    metrics.json and test_sizes/."""
+def collect_test_sizes(results_dir: Path, seeds_of: Mapping[str, Sequence[int]]) -> pd.DataFrame:
+    """Long table: experiment, seed, size and the AP columns (fractions), from the metrics.json
+    and test_sizes/ of each experiment's runs (``seeds_of``: experiment -> its seeds)."""
     rows = []
-    for exp in experiments:
+    for exp, seeds in seeds_of.items():
         for seed in seeds:
             for size, m in read_test_sizes(run_dir(results_dir, exp, seed)).items():
                 rows.append(
@@ -177,21 +175,16 @@ def speed_report(
     results_dir: Path,
     out_dir: Path,
     figures_dir: Path,
-    experiments: Sequence[str],
-    seeds_of: dict[str, Sequence[int]],
+    seeds_of: Mapping[str, Sequence[int]],
     where: str,
+    bench: pd.DataFrame | None,
 ) -> list[Path]:
-    """The test-size table, the ASFF* table and the speed-accuracy figure (paths written);
-    nothing when no run has been evaluated at several sizes."""
+    """The test-size table, the ASFF* table and the speed-accuracy figure (paths written) of
+    the runs ``seeds_of`` names (experiment -> seeds), with the latency of ``bench``
+    (results/bench.csv); nothing when no run has been evaluated at several sizes."""
     from study.report.figures import speed_accuracy_figure
 
-    bench, _ = read_bench(results_dir)
-    frames = [collect_test_sizes(results_dir, [e], seeds_of[e]) for e in experiments]
-    sizes = (
-        pd.concat([f for f in frames if not f.empty], ignore_index=True)
-        if any(not f.empty for f in frames)
-        else pd.DataFrame()
-    )
+    sizes = collect_test_sizes(results_dir, seeds_of)
     if sizes.empty or sizes["size"].nunique() < 2:
         return []
     summary = size_summary(sizes, bench)
@@ -212,7 +205,7 @@ def speed_report(
         "bench.csv has the forward / decode / NMS split, p90, throughput and FLOPs of every row.",
     ]
     paths += write_table(out_dir, "test_sizes", shown, numeric, caption, notes)
-    exp, relation = asff_star_model(experiments)
+    exp, relation = asff_star_model(list(seeds_of))
     sshown, snumeric = asff_star_table(summary, exp)
     ours = (
         f"ours is `{exp}`, {relation}; {where}; FPS = 1000 / median ms ({setting}) on {device}"
