@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.models import VARIANTS, available, build_model, register_variant
-from study.models.anchors import OFFICIAL_ANCHORS, YOLOV3_ANCHORS
+from study.models.anchors import ANCHOR_SETS, OFFICIAL_ANCHORS, YOLOV3_ANCHORS
 from study.models.blocks import ScheduledDropBlock, conv_bn_act
 from study.models.fusions import FUSIONS
 from study.models.fusions.asff import ASFFLevel
@@ -302,15 +302,26 @@ def test_register_variant_rejects_unknown_spec_keys() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_official_anchor_set_changes_only_the_last_anchor() -> None:
-    assert OFFICIAL_ANCHORS[:8] == YOLOV3_ANCHORS[:8]
+def test_yolov3_anchors_are_yolov3s_and_the_official_sets_are_the_official_codes() -> None:
+    # yolov3.cfg (and DeNA's PyTorch YOLOv3, which the official code descends from)
+    assert YOLOV3_ANCHORS == (
+        (10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
+        (116, 90), (156, 198), (373, 326),
+    )  # fmt: skip
+    # GOATmessi8/ASFF models/yolov3_head.py: the default set, and the one of its `sep` heads
+    assert ANCHOR_SETS["official"] == (
+        (10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (42, 119),
+        (116, 90), (156, 198), (121, 240),
+    )  # fmt: skip
+    assert ANCHOR_SETS["official-sep"] == (*ANCHOR_SETS["official"][:8], (373, 326))
+    assert OFFICIAL_ANCHORS == ANCHOR_SETS["official"]
     default = build_model("yolov3-original", num_classes=3, **TINY)
     official = build_model("yolov3-original", num_classes=3, anchors="official", **TINY)
-    assert default.anchors[-1] == (373.0, 326.0)
-    assert official.anchors[-1] == (121.0, 240.0)
-    assert official.anchors[:8] == default.anchors[:8]
-    # level 0 (stride 32) holds anchors 6, 7, 8
+    assert default.anchors[5] == (59.0, 119.0) and default.anchors[-1] == (373.0, 326.0)
+    assert official.anchors[5] == (42.0, 119.0) and official.anchors[-1] == (121.0, 240.0)
+    # level 0 (stride 32) holds anchors 6, 7, 8; level 1 holds 3, 4, 5
     assert official.heads[0].anchors.tolist() == [[116, 90], [156, 198], [121, 240]]
+    assert default.heads[1].anchors.tolist() == [[30, 61], [62, 45], [59, 119]]
     ga = build_model("baseline", num_classes=3, anchors="official", **TINY)
     assert ga.heads[0].priors.tolist() == [[116, 90], [156, 198], [121, 240], [128, 128]]
     with pytest.raises(ValueError, match="unknown anchor set"):
