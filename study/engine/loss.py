@@ -9,7 +9,9 @@ targets, and returns the same five terms, summed over levels and divided by the 
 * ``iou``: ``(1 - IoU^2)`` (``iou_loss="iou"``, official) or GIoU loss between the decoded
   positive box and its ground truth, weighted by ``2 - w*h/img_area`` (0 for ``"none"``);
 * ``l1``: BCE-with-logits on the in-cell centre offset plus L1 on ``log(gt_wh / prior_wh)``, both
-  with the same size weight;
+  with the same size weight. As in the official head, the target keeps the prior's gradient, so
+  with guided anchoring this term also trains the shape branch (``l1_prior_grad=False`` detaches
+  it, this study's behaviour before it followed the official code);
 * ``obj``: BCE-with-logits objectness over every slot; negatives whose decoded box overlaps a
   ground truth by more than ``ignore_thresh`` are ignored, positives are weighted by the mixup
   ratio;
@@ -104,6 +106,8 @@ class YOLOLoss(nn.Module):
             image get no objectness loss.
         iou_loss: ``"none"`` (plain YOLOv3), ``"iou"`` (official ``1 - IoU^2``) or ``"giou"``.
         label_smoothing: official smoothing, ``1 - 1/C`` for the true class and ``1/C`` elsewhere.
+        l1_prior_grad: the L1 target ``log(gt_wh / prior_wh)`` passes its gradient to the
+            predicted prior (official: True); False treats the prior as a constant.
     """
 
     def __init__(
@@ -114,8 +118,10 @@ class YOLOLoss(nn.Module):
         ignore_thresh: float = 0.7,
         iou_loss: str = "none",
         label_smoothing: bool = False,
+        l1_prior_grad: bool = True,
     ) -> None:
         super().__init__()
+        self.l1_prior_grad = bool(l1_prior_grad)
         if iou_loss not in IOU_LOSSES:
             raise ValueError(f"unknown iou_loss {iou_loss!r}; expected one of {IOU_LOSSES}")
         anchor_t = torch.as_tensor([[float(w), float(h)] for w, h in anchors], dtype=torch.float32)
@@ -319,7 +325,8 @@ class YOLOLoss(nn.Module):
 
             pos_raw = raw[b, aa, j, i]
             xy_target = torch.stack((cx[keep] / stride - i, cy[keep] / stride - j), dim=1)
-            wh_target = torch.log(wh / prior_wh[b, aa, j, i].detach() + 1e-12)
+            prior = prior_wh[b, aa, j, i]
+            wh_target = torch.log(wh / (prior if self.l1_prior_grad else prior.detach()) + 1e-12)
             loss_xy = F.binary_cross_entropy_with_logits(
                 pos_raw[:, :2], xy_target, reduction="none"
             )
@@ -352,3 +359,16 @@ class YOLOLoss(nn.Module):
             * F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="none")
         ).sum()
         return LevelLoss(terms, obj_target, obj_weight, gt_index)
+
+
+def build_criterion(model: nn.Module, tc: dict) -> YOLOLoss:
+    """The loss of ``model`` with the settings of an experiment's ``train`` section."""
+    return YOLOLoss(
+        model.anchors,
+        model.anchor_masks,
+        model.num_classes,
+        tc["ignore_thresh"],
+        tc["iou_loss"],
+        tc["label_smoothing"],
+        tc["l1_prior_grad"],
+    )

@@ -316,3 +316,24 @@ def test_level_losses_sum_to_the_loss_and_name_the_assignment() -> None:
         assert ((level.gt_index >= 0) == (level.obj_target == 1)).all()
     assigned = sorted(int(i) for level in levels for i in level.gt_index[level.gt_index >= 0])
     assert assigned == [0, 1, 2]  # every target is positive at exactly one level
+
+
+@pytest.mark.parametrize("prior_grad", [True, False])
+def test_l1_target_passes_its_gradient_to_the_prior_as_the_official_head(prior_grad) -> None:
+    # Official models/yolov3_head.py: l1_target = log(truth_w / pred_anchors[..., 2]) with
+    # pred_anchors not detached, so the L1 term also trains the guided-anchoring shape branch.
+    outs = make_outputs(grad=True)
+    raw = outs[LEVEL].raw
+    raw.data[0, SLOT, CELL_J, CELL_I, 2:4] = 0.5  # log(gt / prior) is 0: the prediction is off
+    out = loss_fn(iou_loss="none", l1_prior_grad=prior_grad)(outs, [target(BOX)], IMG)
+    out["l1"].backward()
+    grad = outs[LEVEL].anchor_wh.grad
+    if not prior_grad:
+        assert grad is None or not grad.any()
+        return
+    # d/dp |r - log(g / p)| = sign(r - log(g / p)) / p, times the size weight
+    expect = torch.tensor([SCALE / BOX[2], SCALE / BOX[3]])
+    torch.testing.assert_close(grad[0, SLOT, CELL_J, CELL_I], expect)
+    grad[0, SLOT, CELL_J, CELL_I] = 0
+    assert not grad.any()
+    assert loss_fn().l1_prior_grad is True  # the default follows the official code
