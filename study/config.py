@@ -2,14 +2,18 @@
 
 The effective config of a run is ``_base.yaml`` <- ``experiments/<name>.yaml`` <- the profile
 in ``params.yaml`` (deep merge, later wins). Every key must exist in the base file: a misspelled
-key is an error that lists the valid keys at that level.
+key is an error that lists the valid keys at that level. Every value must have the base value's
+type (or the one :data:`RULES` declares) and pass the key's rule in :data:`RULES` (range, multiple
+of 32, choices), so that a wrong value stops the run at load time with the file and the key.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +69,220 @@ FREE_FORM = {
 }
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one config value may be, besides having the base value's type.
+
+    ``types`` replaces the type taken from the base value: needed where the base value is null,
+    or where the key takes more than its base value's type. Kinds: int, float (an int is fine),
+    bool, str, list, dict, null. The bounds and ``multiple_of`` apply to numbers, ``choices`` and
+    ``pattern`` to strings (``pattern``, a regex, replaces exact matching of ``choices``, which
+    then only word the message), ``length`` and ``items`` to lists.
+    """
+
+    types: tuple[str, ...] = ()
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    multiple_of: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None
+    length: int | None = None
+    items: Rule | None = None
+
+
+_POSITIVE = Rule(ge=1)
+_NON_NEGATIVE = Rule(ge=0)
+_SIZE = Rule(ge=1, multiple_of=32)  # input sizes: the coarsest level has stride 32
+_FRACTION = Rule(ge=0, le=1)
+_DEVICE = Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:\d+)?")
+
+# Per-key rules (dotted keys of the base config). Keys whose base value is null must declare their
+# type here (null stays allowed where the base is null); a key not listed only needs its base
+# value's type. Model and fusion names are checked by the model registry (`study models`), the
+# anchor sets' names by study/models/anchors.py.
+RULES: dict[str, Rule] = {
+    "name": Rule(types=("str", "null")),
+    "model.anchors": Rule(  # a named set or nine [w, h] pairs in input pixels
+        types=("str", "list"),
+        length=9,
+        items=Rule(types=("list",), length=2, items=Rule(types=("float",), gt=0)),
+    ),
+    "model.fusion": Rule(types=("str", "null")),
+    "model.backbone_weights": Rule(types=("str", "null")),
+    "data.max_images": Rule(types=("int", "null"), ge=1),
+    "data.workers": _NON_NEGATIVE,
+    "train.epochs": _POSITIVE,
+    "train.batch_size": _POSITIVE,
+    "train.img_size": _SIZE,
+    "train.optimizer": Rule(choices=("sgd", "adamw")),
+    "train.lr": Rule(gt=0),
+    "train.lr_schedule.name": Rule(choices=("official", "paper", "step")),
+    "train.lr_schedule.warmup_epochs": Rule(types=("float",), ge=0),  # fractional epochs
+    "train.lr_schedule.warmup_power": Rule(types=("float",)),
+    "train.multiscale.min_size": _SIZE,
+    "train.multiscale.max_size": _SIZE,
+    "train.multiscale.step": _SIZE,
+    "train.multiscale.every": _POSITIVE,
+    "train.iou_loss": Rule(choices=("none", "iou", "giou")),
+    "train.augment.min_box_side": Rule(types=("float",)),
+    "train.amp": Rule(choices=("auto", "off", "bf16", "fp16")),
+    "train.channels_last": Rule(types=("str", "bool"), choices=("auto",)),
+    "train.checkpoint_every": _POSITIVE,
+    "train.eval_every": _NON_NEGATIVE,
+    "train.log_every": _POSITIVE,
+    "train.grad_clip": _NON_NEGATIVE,
+    "train.ema.ramp": Rule(types=("float",)),
+    "train.objectness_prior": Rule(types=("float", "null"), ge=0, lt=1),  # 0 = off
+    "train.device": _DEVICE,
+    "eval.img_size": _SIZE,
+    "eval.protocol": Rule(choices=("square", "letterbox")),
+    "eval.conf_thresh": _FRACTION,
+    "eval.nms_thresh": _FRACTION,
+    "eval.max_dets": Rule(types=("int", "null"), ge=1),  # null = no cap
+    "eval.batch_size": _POSITIVE,
+    "eval.device": _DEVICE,
+    "eval.backend": Rule(choices=("pycocotools", "faster-coco-eval")),
+    "eval.dropped_gt": Rule(choices=("error", "score", "ignore")),
+    "eval.test_sizes": Rule(types=("list",), items=_SIZE),
+}
+
+_KIND_TEXT = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "str": "a string",
+    "list": "a list",
+    "dict": "a mapping",
+    "null": "null",
+}
+
+_KIND_TYPES: dict[str, type] = {
+    "bool": bool,  # before int: a bool is not an integer here
+    "int": int,
+    "float": float,
+    "str": str,
+    "list": list,
+    "dict": dict,
+}
+
+_BOUNDS = (
+    ("ge", ">=", operator.ge),
+    ("gt", ">", operator.gt),
+    ("le", "<=", operator.le),
+    ("lt", "<", operator.lt),
+)
+
+# "1e-3": PyYAML (YAML 1.1) reads an exponent without a dot as a string.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, cls in _KIND_TYPES.items():
+        if isinstance(value, cls):
+            return kind
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, with its type: ``'two' (str)``, ``null``, ``true (bool)``."""
+    if value is None:
+        return "null"
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f"{text} ({type(value).__name__})"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _bounds_text(rule: Rule) -> str | None:
+    """``in [0, 1]`` where a number has both a lower and an upper bound, else None."""
+    low = f"[{_num(rule.ge)}" if rule.ge is not None else None
+    low = low or (f"({_num(rule.gt)}" if rule.gt is not None else None)
+    high = f"{_num(rule.le)}]" if rule.le is not None else None
+    high = high or (f"{_num(rule.lt)})" if rule.lt is not None else None)
+    return f"in {low}, {high}" if low and high else None
+
+
+def _normalise(value: Any, kinds: tuple[str, ...], rule: Rule) -> Any:
+    """YAML 1.1 spellings of the intended value: ``1e-3`` (a string) for a number, ``off`` (false)
+    for a string choice."""
+    if "float" in kinds and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    if "str" in kinds and "bool" not in kinds and isinstance(value, bool):
+        spelled = "on" if value else "off"
+        if spelled in rule.choices:
+            return spelled
+    return value
+
+
+def _check_value(value: Any, rule: Rule, kinds: tuple[str, ...], where: str, source: str) -> Any:
+    """``value`` checked against its kinds (none: any) and ``rule``; returned normalised."""
+    value = _normalise(value, kinds, rule)
+    kind = _kind(value)
+    if kinds and kind not in kinds and not (kind == "int" and "float" in kinds):
+        expected = " or ".join(_KIND_TEXT[k] for k in kinds)
+        raise ConfigError(f"{source}: {where} must be {expected}, got {_show(value)}")
+
+    def fail(requirement: str) -> ConfigError:
+        return ConfigError(f"{source}: {where} must be {requirement}, got {value!r}")
+
+    if kind in ("int", "float"):
+        for field, op, holds in _BOUNDS:
+            limit = getattr(rule, field)
+            if limit is not None and not holds(value, limit):
+                raise fail(_bounds_text(rule) or f"{op} {_num(limit)}")
+        if rule.multiple_of and value % rule.multiple_of:
+            raise fail(f"a multiple of {rule.multiple_of}")
+    elif kind == "str" and rule.choices:
+        ok = (
+            re.fullmatch(rule.pattern, value) if rule.pattern is not None else value in rule.choices
+        )
+        if not ok:
+            others = "".join(f" or {_KIND_TEXT[k]}" for k in kinds if k != "str")
+            raise fail(f"one of {', '.join(rule.choices)}{others}")
+    elif kind == "list":
+        if rule.length is not None and len(value) != rule.length:
+            raise fail(f"a list of {rule.length} items")
+        if rule.items is not None:
+            value = [
+                _check_value(item, rule.items, rule.items.types, f"{where}[{i}]", source)
+                for i, item in enumerate(value)
+            ]
+    return value
+
+
 def check_keys(
     cfg: dict[str, Any], reference: dict[str, Any], source: str, prefix: tuple[str, ...] = ()
-) -> None:
-    """Raise ConfigError for any key of ``cfg`` that ``reference`` (the base config) lacks."""
+) -> dict[str, Any]:
+    """``cfg`` (a whole config or a part merged into one) checked against ``reference`` (the base
+    config) and returned normalised (``"1e-3"`` -> 0.001 where a number is expected).
+
+    Every key must exist in ``reference``; every value must have the reference value's type (or
+    the kinds :data:`RULES` declares) and pass the key's rule. The contents of :data:`FREE_FORM`
+    mappings are not checked. A failure is a ConfigError naming ``source``, the dotted key, what
+    was expected and the value.
+    """
+    out: dict[str, Any] = {}
     for key, value in cfg.items():
-        where = ".".join(map(str, (*prefix, key)))
+        path = (*prefix, key)
+        where = ".".join(map(str, path))
         if key not in reference:
             valid = ", ".join(sorted(k for k in reference if k != BASE_KEY))
             label = ".".join(prefix) or "top level"
             raise ConfigError(f"{source}: unknown key {where!r}; valid keys at {label}: {valid}")
-        if (*prefix, key) in FREE_FORM:
-            continue
-        if isinstance(value, dict) and isinstance(reference[key], dict):
-            check_keys(value, reference[key], source, (*prefix, key))
+        base = reference[key]
+        rule = RULES.get(where, Rule())
+        kinds = rule.types or (() if base is None else (_kind(base),))
+        value = _check_value(value, rule, kinds, where, source)
+        if isinstance(value, dict) and isinstance(base, dict) and path not in FREE_FORM:
+            value = check_keys(value, base, source, path)
+        out[key] = value
+    return out
 
 
 def _load_with_bases(
@@ -90,10 +294,11 @@ def _load_with_bases(
         raise ConfigError(f"{path}: circular {BASE_KEY} chain")
     data = read_yaml(path)
     base_name = data.pop(BASE_KEY, None)
-    if base_name is None:
+    if base_name is None:  # the base file: its own values must pass the rules too
+        data = check_keys(data, data, str(path))
         return data, data
     parent, root = _load_with_bases(path.parent / base_name, (*seen, path))
-    check_keys(data, root, str(path))
+    data = check_keys(data, root, str(path))
     return deep_merge(parent, data), root
 
 
@@ -103,14 +308,25 @@ def load_params(params_path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[st
 
 def profile_overrides(
     params: dict[str, Any], profile: str | None, params_path: str
-) -> tuple[str, dict]:
+) -> tuple[str, dict[str, Any]]:
+    """The profile's name and its overrides: ``profile``, else params' ``profile:``, else
+    ``default``. An undefined name is a ConfigError naming the params file and the defined ones."""
     profiles = params.get("profiles") or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{params_path}: profiles must be a mapping, got {_show(profiles)}")
     name = profile or params.get("profile") or "default"
     if name not in profiles:
+        origin = " (its `profile:` key)" if not profile and params.get("profile") else ""
         raise ConfigError(
-            f"{params_path}: unknown profile {name!r}; defined profiles: {', '.join(profiles)}"
+            f"{params_path}: unknown profile {name!r}{origin}; "
+            f"defined profiles: {', '.join(map(str, profiles))}"
         )
-    return name, profiles[name] or {}
+    overrides = profiles[name] or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(
+            f"{params_path}: profile {name!r} must be a mapping, got {_show(overrides)}"
+        )
+    return name, overrides
 
 
 def load_experiment(
@@ -133,13 +349,13 @@ def load_experiment(
     if params_path is not None and Path(params_path).is_file():
         params = load_params(params_path)
         prof_name, prof = profile_overrides(params, profile, str(params_path))
-        check_keys(prof, root, f"{params_path} (profile {prof_name!r})")
+        prof = check_keys(prof, root, f"{params_path} (profile {prof_name!r})")
         cfg = deep_merge(cfg, prof)
     elif profile is not None:
         raise ConfigError(f"{params_path}: file not found (needed for profile {profile!r})")
     if overrides:
-        check_keys(overrides, root, "overrides")
-        cfg = deep_merge(cfg, overrides)
+        cfg = deep_merge(cfg, check_keys(overrides, root, "overrides"))
+    cfg = check_keys(cfg, root, f"{path} (merged config)")
     cfg["profile"] = prof_name
     return cfg
 
@@ -156,9 +372,7 @@ def parse_override(text: str) -> dict[str, Any]:
         cur[part] = {}
         cur = cur[part]
     parsed = yaml.safe_load(value)
-    if isinstance(parsed, str) and re.fullmatch(
-        r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", parsed.strip()
-    ):
+    if isinstance(parsed, str) and _EXPONENT_FLOAT.fullmatch(parsed.strip()):
         parsed = float(parsed)
     cur[parts[-1]] = parsed
     return node

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import deep_merge, load_experiment, parse_override, read_yaml
+from study.config import RULES, deep_merge, load_experiment, parse_override, read_yaml
 from study.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,3 +296,232 @@ def test_deep_merge_does_not_mutate() -> None:
     out["a"]["c"].append(2)
     assert base["a"]["c"] == [1]
     assert deep_merge({"a": {"b": 1}}, {"a": 3}) == {"a": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types and ranges
+# ---------------------------------------------------------------------------------------------
+
+
+def every_key(cfg: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value for every leaf of ``cfg`` (mappings are walked, not listed)."""
+    out: dict[str, object] = {}
+    for key, value in cfg.items():
+        where = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(every_key(value, f"{where}."))
+        else:
+            out[where] = value
+    return out
+
+
+def test_every_experiment_loads_with_every_profile() -> None:
+    profiles = list(read_yaml(PARAMS)["profiles"])
+    files = sorted(EXPERIMENTS.rglob("*.yaml"))
+    assert len(files) >= 13 and len(profiles) >= 4
+    for path in files:
+        name = str(path.relative_to(EXPERIMENTS).with_suffix(""))
+        assert load_experiment(path, params_path=None, name=name)["profile"] == "none"
+        for profile in profiles:
+            cfg = load_experiment(path, profile, PARAMS, name=name)
+            assert cfg["profile"] == profile, (name, profile)
+
+
+def test_the_rules_name_base_keys_and_every_null_in_the_base_has_a_type() -> None:
+    keys = every_key(read_yaml(BASE))
+    assert set(RULES) <= set(keys), set(RULES) - set(keys)
+    untyped = [k for k, v in keys.items() if v is None and not RULES.get(k, None)]
+    assert not untyped, f"null in the base without a declared type in RULES: {untyped}"
+    for key in ("name", "data.max_images", "model.fusion", "model.backbone_weights"):
+        assert "null" in RULES[key].types
+    assert RULES["eval.max_dets"].types == ("int", "null")
+    assert RULES["train.objectness_prior"].types == ("float", "null")
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.epochs=two", "overrides: train.epochs must be an integer, got 'two' (str)"),
+        ("train.lr=fast", "overrides: train.lr must be a number, got 'fast' (str)"),
+        ("eval.img_size=big", "overrides: eval.img_size must be an integer, got 'big' (str)"),
+        ("train.batch_size=0", "overrides: train.batch_size must be >= 1, got 0"),
+        ("train.epochs=true", "overrides: train.epochs must be an integer, got true (bool)"),
+        ("train.epochs=2.5", "overrides: train.epochs must be an integer, got 2.5 (float)"),
+        ("train.lr=0", "overrides: train.lr must be > 0, got 0"),
+        ("data.workers=-1", "overrides: data.workers must be >= 0, got -1"),
+        ("train.grad_clip=-1.0", "overrides: train.grad_clip must be >= 0, got -1.0"),
+        ("data.max_images=0", "overrides: data.max_images must be >= 1, got 0"),
+        ("eval.max_dets=0", "overrides: eval.max_dets must be >= 1, got 0"),
+        ("eval.img_size=100", "overrides: eval.img_size must be a multiple of 32, got 100"),
+        ("train.multiscale.min_size=300", "train.multiscale.min_size must be a multiple of 32"),
+        ("eval.conf_thresh=1.5", "overrides: eval.conf_thresh must be in [0, 1], got 1.5"),
+        ("eval.nms_thresh=-0.1", "eval.nms_thresh must be in [0, 1], got -0.1"),
+        ("train.objectness_prior=1", "train.objectness_prior must be in [0, 1), got 1"),
+        ("train.optimizer=adam", "train.optimizer must be one of sgd, adamw, got 'adam'"),
+        ("train.iou_loss=diou", "train.iou_loss must be one of none, iou, giou, got 'diou'"),
+        ("train.amp=fp32", "train.amp must be one of auto, off, bf16, fp16, got 'fp32'"),
+        ("eval.protocol=pad", "eval.protocol must be one of square, letterbox, got 'pad'"),
+        ("eval.backend=coco", "eval.backend must be one of pycocotools, faster-coco-eval"),
+        ("train.lr_schedule.name=cos", "train.lr_schedule.name must be one of official, paper"),
+        ("train.device=gpu", "train.device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
+        ("train.channels_last=1", "train.channels_last must be a string or a boolean, got 1"),
+        ("train.channels_last=maybe", "must be one of auto or a boolean, got 'maybe'"),
+        ("model.anchors=3", "model.anchors must be a string or a list, got 3 (int)"),
+        ("model.anchors=[[1, 2]]", "model.anchors must be a list of 9 items, got [[1, 2]]"),
+        ("model.fusion=3", "overrides: model.fusion must be a string or null, got 3 (int)"),
+        ("train.mixup=[1, 2]", "overrides: train.mixup must be a mapping, got [1, 2] (list)"),
+        ("model.overrides=3", "overrides: model.overrides must be a mapping, got 3 (int)"),
+        ("train.epochs=null", "overrides: train.epochs must be an integer, got null"),
+        ("train.mixup=null", "overrides: train.mixup must be a mapping, got null"),
+        ("train.sync_bn=null", "overrides: train.sync_bn must be a boolean, got null"),
+        ("train.snapshots=0.5", "overrides: train.snapshots must be a list, got 0.5 (float)"),
+        ("description=null", "overrides: description must be a string, got null"),
+    ],
+)
+def test_a_bad_value_names_the_key_what_it_must_be_and_the_value(
+    setting: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load("baseline", overrides=parse_override(setting))
+    assert message in str(info.value)
+    assert str(info.value).startswith("overrides: ")
+    assert "\n" not in str(info.value)
+
+
+def test_the_source_of_a_bad_value_is_named(tmp_path: Path) -> None:
+    exp = write(tmp_path / "asff.yaml", f"_base_: {BASE}\ntrain: {{batch_size: 0}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(exp, params_path=None)
+    assert str(info.value) == f"{exp.resolve()}: train.batch_size must be >= 1, got 0"
+
+    nested = write(tmp_path / "nested.yaml", f"_base_: {exp}\n")  # the error is in its base
+    with pytest.raises(ConfigError, match=r"asff.yaml: train.batch_size must be >= 1, got 0"):
+        load_experiment(nested, params_path=None)
+
+    params = write(
+        tmp_path / "params.yaml",
+        yaml.safe_dump(
+            {"profile": "default", "profiles": {"default": {"eval": {"img_size": 100}}}}
+        ),
+    )
+    with pytest.raises(ConfigError) as info:
+        load("baseline", params_path=params)
+    assert str(info.value) == (
+        f"{params} (profile 'default'): eval.img_size must be a multiple of 32, got 100"
+    )
+
+    base = read_yaml(BASE)
+    base["train"]["epochs"] = 0
+    bad_base = write(tmp_path / "_base.yaml", yaml.safe_dump(base))
+    child = write(tmp_path / "child.yaml", "_base_: _base.yaml\n")
+    with pytest.raises(ConfigError, match=r"_base.yaml: train.epochs must be >= 1, got 0"):
+        load_experiment(child, params_path=None)
+    assert bad_base.is_file()
+
+
+def test_a_profile_name_typo_in_params_names_the_file_and_the_profiles(tmp_path: Path) -> None:
+    params = read_yaml(PARAMS)
+    params["profile"] = "defualt"
+    typo = write(tmp_path / "params.yaml", yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(ConfigError) as info:
+        load("baseline", params_path=typo)
+    msg = str(info.value)
+    assert msg.startswith(f"{typo}: unknown profile 'defualt' (its `profile:` key)")
+    assert msg.endswith(f"defined profiles: {', '.join(params['profiles'])}")
+    assert load("baseline", profile="smoke", params_path=typo)["profile"] == "smoke"
+
+    not_a_mapping = write(tmp_path / "list.yaml", "profile: p\nprofiles: {p: [1, 2]}\n")
+    with pytest.raises(ConfigError, match=r"profile 'p' must be a mapping, got \[1, 2\]"):
+        load("baseline", params_path=not_a_mapping)
+
+
+def test_null_is_allowed_where_the_base_is_null() -> None:
+    cfg = load(
+        "baseline",
+        overrides={
+            "data": {"max_images": None},
+            "model": {"fusion": None, "backbone_weights": None},
+            "train": {"objectness_prior": None},
+            "eval": {"max_dets": None},
+        },
+    )
+    assert cfg["eval"]["max_dets"] is None and cfg["data"]["max_images"] is None
+    cfg = load(
+        "baseline",
+        overrides={
+            "data": {"max_images": 8},
+            "model": {"fusion": "sum"},
+            "eval": {"max_dets": 100},
+        },
+    )
+    assert (cfg["data"]["max_images"], cfg["model"]["fusion"], cfg["eval"]["max_dets"]) == (
+        8,
+        "sum",
+        100,
+    )
+
+
+def test_numbers_ints_for_floats_and_exponent_strings(tmp_path: Path) -> None:
+    cfg = load("baseline", overrides={"train": {"lr": 1, "momentum": 0, "grad_clip": 10}})
+    assert cfg["train"]["lr"] == 1 and cfg["train"]["momentum"] == 0
+    # A fractional warm-up where the base writes an integer (the default profile's 0.15)
+    cfg = load("baseline", overrides={"train": {"lr_schedule": {"warmup_epochs": 0.15}}})
+    assert cfg["train"]["lr_schedule"]["warmup_epochs"] == 0.15
+
+    # "1e-3" in a YAML file is a string to PyYAML (YAML 1.1): read as the number meant
+    exp = write(
+        tmp_path / "exp.yaml",
+        f"_base_: {BASE}\ntrain: {{lr: 1e-3, weight_decay: 5E-4, lr_schedule: {{min_lr: 1e-6}}}}\n",
+    )
+    assert yaml.safe_load(exp.read_text())["train"]["lr"] == "1e-3"
+    tc = load_experiment(exp, params_path=None)["train"]
+    assert (tc["lr"], tc["weight_decay"], tc["lr_schedule"]["min_lr"]) == (1e-3, 5e-4, 1e-6)
+    assert isinstance(tc["lr"], float)
+    params = write(tmp_path / "params.yaml", "profile: p\nprofiles: {p: {train: {lr: 2e-3}}}\n")
+    assert load("baseline", params_path=params)["train"]["lr"] == 2e-3
+    assert load("baseline", overrides={"train": {"lr": "3e-4"}})["train"]["lr"] == 3e-4
+    # ... but only where a number is expected
+    with pytest.raises(ConfigError, match=r"train.epochs must be an integer, got '1e2' \(str\)"):
+        load("baseline", overrides={"train": {"epochs": "1e2"}})
+    described = load("baseline", overrides={"description": "1e-3"})
+    assert described["description"] == "1e-3"
+
+
+def test_string_choices_and_their_yaml_spellings() -> None:
+    # YAML 1.1 reads `off` as false: train.amp=off means the choice "off"
+    assert load("baseline", overrides=parse_override("train.amp=off"))["train"]["amp"] == "off"
+    with pytest.raises(ConfigError, match=r"train.amp must be a string, got true \(bool\)"):
+        load("baseline", overrides=parse_override("train.amp=on"))
+    for value, expect in (("auto", "auto"), ("true", True), ("false", False)):
+        cfg = load("baseline", overrides=parse_override(f"train.channels_last={value}"))
+        assert cfg["train"]["channels_last"] == expect
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        assert load("baseline", overrides={"eval": {"device": device}})["eval"]["device"] == device
+
+
+def test_anchors_are_a_name_or_nine_pairs() -> None:
+    pairs = [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119], [116, 90]]
+    pairs += [[156, 198], [373, 326.5]]
+    assert load("baseline", overrides={"model": {"anchors": pairs}})["model"]["anchors"] == pairs
+    assert load("baseline", overrides={"model": {"anchors": "official"}})["model"]["anchors"] == (
+        "official"
+    )
+    with pytest.raises(ConfigError, match=r"model.anchors\[8\] must be a list of 2 items"):
+        load("baseline", overrides={"model": {"anchors": [*pairs[:8], [1, 2, 3]]}})
+    with pytest.raises(ConfigError, match=r"model.anchors\[0\]\[1\] must be > 0, got 0"):
+        load("baseline", overrides={"model": {"anchors": [[1, 0], *pairs[1:]]}})
+
+
+def test_free_form_mappings_are_type_checked_but_not_their_contents() -> None:
+    cfg = load("baseline", overrides={"model": {"fusion_args": {"anything": [1, "x"]}}})
+    assert cfg["model"]["fusion_args"] == {"anything": [1, "x"]}
+    with pytest.raises(ConfigError, match=r"train.dropblock.schedule must be a mapping"):
+        load("asff-star", overrides={"train": {"dropblock": {"schedule": [1, 3, 5]}}})
+
+
+def test_config_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, study.config; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
