@@ -2,6 +2,15 @@
 
 from typing import Any
 
+from study.data.check import (
+    DataReport,
+    Problem,
+    check_annotations,
+    check_dataset,
+    check_images,
+    format_report,
+    run_data_check,
+)
 from study.data.coco import CocoDetection, annotation_file, coco_api, load_coco, load_rgb
 from study.data.transforms import (
     IMAGENET_MEAN,
@@ -36,17 +45,24 @@ __all__ = [
     "IMAGENET_STD",
     "SYNTHETIC_CLASSES",
     "CocoDetection",
+    "DataReport",
     "EvalTransform",
     "MixupDataset",
+    "Problem",
     "TrainTransform",
     "annotation_file",
     "boxes_to_original",
     "build_eval_transforms",
     "build_train_transforms",
+    "check_annotations",
+    "check_dataset",
+    "check_images",
     "coco_api",
     "collate",
+    "format_report",
     "generate_synthetic",
     "load_coco",
     "load_rgb",
+    "run_data_check",
     "size_bucket",
 ]

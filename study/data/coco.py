@@ -9,20 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from study.data.check import (
+    IMAGE_READ_ERRORS,
+    IMAGE_TOO_LARGE,
+    annotation_file,
+    check_annotations,
+    clip_boxes,
+    error_message,
+    errors_in,
+    read_annotation_file,
+    too_large_error,
+)
 from study.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -31,67 +42,20 @@ Sample = tuple[tv_tensors.Image, dict[str, Any]]
 CACHE_LIMIT_BYTES = 8 * 2**30  # decoded images kept in memory by ``cache_images`` at most
 
 
-def annotation_file(root: str | os.PathLike[str], split: str) -> Path:
-    """The path of a split's annotation file in the COCO layout."""
-    return Path(root) / "annotations" / f"instances_{split}.json"
-
-
-def _check_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def validate_dataset(d: Any, ann_file: Path) -> None:
-    """Raise DataError unless ``d`` is a structurally valid COCO detection dict."""
-    if not isinstance(d, dict):
-        raise DataError(f"{ann_file}: expected a JSON object at the top level")
-    for key in ("images", "annotations", "categories"):
-        if key not in d:
-            raise DataError(
-                f"{ann_file}: missing key {key!r} (a COCO file needs images, "
-                "annotations and categories)"
-            )
-        if not isinstance(d[key], list):
-            raise DataError(f"{ann_file}: {key!r} must be a list")
-    cat_ids = set()
-    for c in d["categories"]:
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int):
-            raise DataError(f"{ann_file}: category without an integer 'id': {c!r}")
-        cat_ids.add(c["id"])
-    img_ids = set()
-    for img in d["images"]:
-        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name")):
-            raise DataError(f"{ann_file}: image entry without 'id'/'file_name': {img!r:.200}")
-        img_ids.add(img["id"])
-    for ann in d["annotations"]:
-        if not isinstance(ann, dict):
-            raise DataError(f"{ann_file}: annotation is not an object: {ann!r:.200}")
-        aid = ann.get("id")
-        if ann.get("category_id") not in cat_ids:
-            raise DataError(
-                f"{ann_file}: annotation {aid} has unknown category id "
-                f"{ann.get('category_id')!r} (not in 'categories')"
-            )
-        if ann.get("image_id") not in img_ids:
-            raise DataError(
-                f"{ann_file}: annotation {aid} refers to unknown image id {ann.get('image_id')!r}"
-            )
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_check_number, bbox))):
-            raise DataError(f"{ann_file}: annotation {aid} has an invalid bbox {bbox!r}")
+    """Raise DataError listing every error of the COCO dict ``d`` (warnings are not raised).
+
+    The checks are :func:`study.data.check.check_annotations`, the same ``study data check``
+    reports."""
+    errors = errors_in(check_annotations(d))
+    if errors:
+        raise DataError(error_message(ann_file, errors))
 
 
 def load_coco(ann_file: str | os.PathLike[str]) -> COCO:
     """Load and validate a COCO annotation file into a pycocotools ``COCO`` (all annotations)."""
     ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise DataError(f"{ann_file}: annotation file not found")
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            d = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{ann_file}: invalid or truncated JSON ({exc})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{ann_file}: cannot read ({exc})") from None
+    d = read_annotation_file(ann_file)
     validate_dataset(d, ann_file)
     d.setdefault("info", {})
     d.setdefault("licenses", [])
@@ -108,44 +72,32 @@ def coco_api(root: str | os.PathLike[str], split: str) -> COCO:
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing or corrupt."""
+    """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing, corrupt or
+    over PIL's decompression-bomb limit (its warning too, not only its error)."""
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-                arr = np.asarray(im).astype(np.float64)
-                if arr.max(initial=0) > 255:  # 16-bit data: scale to 8 bits
-                    arr = arr / 257.0
-                gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            return np.array(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return _to_rgb(im)
+    except IMAGE_TOO_LARGE as exc:
+        raise too_large_error(path, exc) from None
+    except IMAGE_READ_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
-def clip_boxes(
-    xywh: np.ndarray, width: float, height: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Turn COCO [x, y, w, h] into clipped XYXY.
-
-    Returns (xyxy of kept boxes, keep mask, degenerate mask, clipped mask) over the input rows:
-    degenerate = non-positive width/height in the file; clipped = changed by clipping; a box
-    empty after clipping is neither kept nor degenerate.
-    """
-    xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
-    degenerate = (xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    clipped_xyxy = xyxy.copy()
-    clipped_xyxy[:, 0::2] = clipped_xyxy[:, 0::2].clip(0, width)
-    clipped_xyxy[:, 1::2] = clipped_xyxy[:, 1::2].clip(0, height)
-    clipped = ~degenerate & np.any(clipped_xyxy != xyxy, axis=1)
-    nonempty = (clipped_xyxy[:, 2] > clipped_xyxy[:, 0]) & (clipped_xyxy[:, 3] > clipped_xyxy[:, 1])
-    keep = ~degenerate & nonempty
-    return clipped_xyxy[keep], keep, degenerate, clipped
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        arr = np.asarray(im).astype(np.float64)
+        if arr.max(initial=0) > 255:  # 16-bit data: scale to 8 bits
+            arr = arr / 257.0
+        gray = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.array(im.convert("RGB"))
 
 
 class CocoDetection(Dataset):
@@ -181,6 +133,9 @@ class CocoDetection(Dataset):
             ids = ids[:max_images]
         self.ids: list[int] = ids
         self._targets: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Non-crowd ground truth left out of the targets (non-positive size, or outside the
+        # image): training never sees them, so the evaluation must not count them as misses.
+        self.dropped_ann_ids: list[int] = []
         self.box_stats = {
             "total": 0,
             "kept": 0,
@@ -219,9 +174,10 @@ class CocoDetection(Dataset):
         anns = [a for a in anns if not a.get("iscrowd", 0)]
         if not anns:
             return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
-        width = float(info.get("width") or np.inf)
-        height = float(info.get("height") or np.inf)
-        xyxy, keep, degenerate, clipped = clip_boxes([a["bbox"] for a in anns], width, height)
+        xyxy, keep, degenerate, clipped = clip_boxes(
+            [a["bbox"] for a in anns], info["width"], info["height"]
+        )
+        self.dropped_ann_ids.extend(a["id"] for a, k in zip(anns, keep, strict=True) if not k)
         labels = np.array([self.cat_id_to_label[a["category_id"]] for a in anns], np.int64)
         self.box_stats["kept"] += int(keep.sum())
         self.box_stats["dropped_degenerate"] += int(degenerate.sum())
@@ -258,13 +214,13 @@ class CocoDetection(Dataset):
         h, w = arr.shape[:2]
         boxes, labels = self._targets[img_id]
         info = self.coco.imgs[img_id]
-        if (info.get("width"), info.get("height")) != (w, h) and len(boxes):
-            # The file wins over the JSON: clip again against the real size.
-            boxes = boxes.copy()
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
-            ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            boxes, labels = boxes[ok], labels[ok]
+        if (info["width"], info["height"]) != (w, h):
+            # The boxes are in the JSON's pixel frame: with another image they would be wrong.
+            raise DataError(
+                f"{self.image_path(index)}: the image is {w}x{h} but {self.ann_file} gives "
+                f"image {img_id} width {info['width']}, height {info['height']}; fix the "
+                "JSON (or the file)"
+            )
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1))
         target = {
             "boxes": tv_tensors.BoundingBoxes(

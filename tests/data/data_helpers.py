@@ -32,11 +32,15 @@ def coco_dict(
     anns: list[dict[str, Any]],
     categories: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """A COCO dict; annotations get ``id`` 1, 2, ..., ``iscrowd`` 0, ``category_id`` 1 and the
+    box's ``area`` (0 if the bbox is not 4 numbers) unless given."""
     out_anns = []
     for i, a in enumerate(anns, 1):
         a = {"id": i, "iscrowd": 0, "category_id": 1, **a}
-        if len(a["bbox"]) == 4:
-            a.setdefault("area", a["bbox"][2] * a["bbox"][3])
+        box = a.get("bbox")
+        four = isinstance(box, list) and len(box) == 4
+        four = four and all(isinstance(v, (int, float)) for v in box)
+        a.setdefault("area", box[2] * box[3] if four else 0.0)
         out_anns.append(a)
     return {
         "images": images,
