@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from study.errors import StudyError
+from study.errors import StudyError, user_message
 
 log = logging.getLogger("study")
 
@@ -29,13 +30,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         "--profile", default=None, help="profile in params.yaml (default: its `profile`)"
     )
     p.add_argument("--params", default="params.yaml", help="params file with the profiles")
+    _set_arg(p, "override a config key, e.g. --set train.epochs=2 (repeatable)")
+
+
+def _set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=2 (repeatable)",
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
     )
 
 
@@ -69,10 +69,24 @@ def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        from study.data.check import run_data_check
+
+        text, ok = run_data_check(args.root, args.split, images=not args.no_images)
+        print(text)
+        return 0 if ok else 2
     from study.pipeline import make_data
 
     make_data(args.params, Path(args.out) if args.out else None)
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from study.eval.verify import verify
+
+    text, ok = verify(Path(args.results), args.runs)
+    print(text)
+    return 0 if ok else 1
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -163,10 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("data", help="generate the built-in synthetic dataset (COCO layout)")
+    p = sub.add_parser(
+        "data",
+        help="generate the built-in synthetic dataset (COCO layout); `study data check ROOT` "
+        "lists every problem of a COCO-layout dataset",
+    )
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", default=None, help="output folder (default: params `synthetic.out`)")
-    p.set_defaults(func=cmd_data)
+    p.set_defaults(func=cmd_data, data_command=None)
+    data_sub = p.add_subparsers(dest="data_command", metavar="check")
+    q = data_sub.add_parser(
+        "check",
+        help="check a COCO-layout dataset (annotations/instances_<split>.json + images): every "
+        "problem at once, with counts; exit 2 if any is an error",
+    )
+    q.add_argument("root", help="dataset folder (with annotations/ and one folder per split)")
+    q.add_argument("--split", default=None, help="check only this split (default: every one)")
+    q.add_argument(
+        "--no-images", action="store_true", help="check the annotation files only, not the images"
+    )
 
     p = sub.add_parser("train", help="train one experiment (resumes from runs/<name>/last.pt)")
     _experiment_args(p)
@@ -201,13 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--profile", default=None, help="profile in params.yaml (default: `profile`)")
     p.add_argument("--params", default="params.yaml", help="params file (`bench`, profiles)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting of params `bench`, e.g. --set bench.runs=500 or "
+    _set_arg(
+        p,
+        "override a setting of params `bench`, e.g. --set bench.runs=500 or "
         "--set 'bench.random_models=[baseline,asff]' (repeatable)",
     )
     p.add_argument(
@@ -232,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results folder the notebooks read")
     p.add_argument("--out", default="results/notebooks", help="executed notebooks and HTML")
     p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser(
+        "verify",
+        help="re-score every committed detections file with plain pycocotools and compare with "
+        "its metrics file, exactly (exit 1 on any difference)",
+    )
+    p.add_argument("--results", default="results", help="results folder to check")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        help="only these runs (e.g. fusion/asff or fusion/asff/seed0; default: every one)",
+    )
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("report", help="comparison tables -> results/tables/")
     p.add_argument("--params", default="params.yaml")
@@ -272,7 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except StudyError as exc:
-        print(f"study {args.command}: error: {exc}", file=sys.stderr)
+        print(f"study {args.command}: error: {user_message(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+            raise
+        where = exc.filename or "an output file"
+        print(f"study {args.command}: error: {where}: {exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"study {args.command}: interrupted", file=sys.stderr)

@@ -23,7 +23,7 @@ import torch
 
 from study.config import load_params
 from study.errors import CheckpointError, ConfigError, StudyError
-from study.utils import pick_device, write_json
+from study.utils import ensure_writable, pick_device, provenance, swap_in, write_json
 
 if TYPE_CHECKING:
     from study.data import CocoDetection
@@ -135,10 +135,16 @@ def eval_dataset(cfg: dict[str, Any], split: str | None = None) -> CocoDetection
 
 
 def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
+    """``study train``: train one run. Its logs (``live/``) and snapshots are written beside the
+    previous run's and swapped in with the weights at the end, so a run that fails (or diverges)
+    leaves the previous run's files matching each other."""
     from study.engine.trainer import Trainer, save_weights
     from study.eval.coco_eval import evaluate as coco_evaluate
 
     name, paths = cfg["name"], run_paths(cfg)
+    ensure_writable(paths.run_dir, paths.model.parent, paths.results, paths.snapshots.parent)
+    live_new = paths.results / ".live.new"
+    snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
     val = None
 
     def periodic_eval(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
@@ -150,10 +156,10 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
     trainer = Trainer(
         cfg,
         paths.run_dir,
-        live_dir=paths.results / "live",
+        live_dir=live_new,
         evaluate_fn=periodic_eval,
         max_iters=max_iters,
-        snapshot_dir=paths.snapshots,
+        snapshot_dir=snapshots_new,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -165,8 +171,13 @@ def train(cfg: dict[str, Any], max_iters: int | None = None) -> dict[str, Any]:
                 "config": cfg,
                 "model_spec": trainer.model.spec,
                 "params": sum(p.numel() for p in trainer.model.parameters()),
+                "provenance": provenance(cfg, trainer.device),
             },
         )
+        if live_new.is_dir():
+            swap_in(live_new, paths.results / "live")
+        snapshots_new.mkdir(parents=True, exist_ok=True)
+        swap_in(snapshots_new, paths.snapshots)
         log.info(
             "%s seed %d: trained %d iterations in %.0f s (%.1f images/s)",
             name,
@@ -200,9 +211,36 @@ def load_weights(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
         raise CheckpointError(f"{path}: not a study weights file (expected keys model, spec)")
     spec = dict(blob["spec"])
     name, num_classes = spec.pop("name"), spec.pop("num_classes")
-    model = build_model(name, num_classes=num_classes, **spec)
-    model.load_state_dict(blob["model"])
+    try:
+        model = build_model(name, num_classes=num_classes, **spec)
+        model.load_state_dict(blob["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: the weights do not fit their model spec ({first})"
+        ) from None
     return model.to(device).eval(), blob
+
+
+def check_classes(blob: dict[str, Any], weights_path: Path, dataset: CocoDetection) -> None:
+    """The weights must have been trained on the dataset's classes, in the same order: otherwise
+    every detection would be scored under another class's name without a word."""
+    num_classes = blob["spec"].get("num_classes")
+    if num_classes != dataset.num_classes:
+        raise StudyError(
+            f"{weights_path}: the weights have {num_classes} classes, the dataset "
+            f"{dataset.ann_file} has {dataset.num_classes}"
+        )
+    names = blob.get("class_names")
+    if names is not None and list(names) != list(dataset.class_names):
+        pairs = enumerate(zip(names, dataset.class_names, strict=True))
+        i = next(i for i, (ours, theirs) in pairs if ours != theirs)
+        raise StudyError(
+            f"{weights_path}: trained on other classes than {dataset.ann_file} has (class "
+            f"{i}: {names[i]!r} in the weights, {dataset.class_names[i]!r} in the dataset; "
+            f"categories sorted by id). Evaluate on the dataset the weights were trained on, "
+            "or one with the same category names and ids"
+        )
 
 
 def evaluate(
@@ -213,30 +251,27 @@ def evaluate(
     test_sizes: bool = False,
 ) -> dict[str, Any]:
     """``study evaluate``: COCO AP of the run's weights at eval.img_size (metrics.json,
-    detections.json); with ``test_sizes`` also at every eval.test_sizes (study/eval/sizes.py)."""
-    from study.eval.coco_eval import evaluate as coco_evaluate
+    detections.json.gz); with ``test_sizes`` also at every eval.test_sizes (study/eval/sizes.py).
+    Everything is checked (sizes, weights, classes, output folder) before any inference."""
+    from study.eval.sizes import evaluate_run
 
     device = pick_device(cfg["eval"]["device"])
+    out = Path(out_dir) if out_dir else run_paths(cfg).results
     weights_path = default_weights(cfg, weights)
     model, blob = load_weights(weights_path, device)
     dataset = eval_dataset(cfg, split)
-    if model.num_classes != dataset.num_classes:
-        raise StudyError(
-            f"weights have {model.num_classes} classes, dataset "
-            f"{dataset.ann_file} has {dataset.num_classes}"
-        )
-    out = Path(out_dir) if out_dir else run_paths(cfg).results
+    check_classes(blob, weights_path, dataset)
     source = {"path": str(weights_path), "source": blob.get("source", "study train")}
-    metrics = coco_evaluate(
-        model, dataset, cfg, device, out_dir=out, extra_meta={"weights": source}
+    return evaluate_run(
+        model,
+        cfg,
+        lambda c: eval_dataset(c, split),
+        dataset,
+        device,
+        out,
+        extra_meta={"weights": source},
+        test_sizes=test_sizes,
     )
-    if test_sizes:
-        from study.eval.sizes import evaluate_test_sizes
-
-        evaluate_test_sizes(
-            model, cfg, lambda c: eval_dataset(c, split), device, out, {"weights": source}
-        )
-    return metrics
 
 
 def bench(

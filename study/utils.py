@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import platform
 import random
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +57,71 @@ def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
 # is a result, not a change to the code or config that produced it, so it does not make the
 # revision dirty.
 PIPELINE_OUTPUTS = ("dvc.lock", "results", "models", "data/synthetic")
+
+
+def swap_in(new: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Replace the folder (or file) ``final`` by ``new``, which was written beside it.
+
+    The old ``final`` is kept until ``new`` is in place, so a failure before this call leaves the
+    previous good output untouched.
+    """
+    new, final = Path(new), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+
+
+def ensure_writable(*folders: str | os.PathLike[str]) -> None:
+    """Create each folder and check that a file can be written in it, before any work is done.
+
+    Raises ``StudyError`` naming the folder (a read-only ``results/``, ``models/`` or ``runs/``
+    would otherwise fail only after the work, e.g. after a whole training run).
+    """
+    from study.errors import StudyError
+
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise StudyError(
+                f"{folder}: cannot write here ({exc.strerror}); nothing was done. Make it "
+                "writable or run from a copy of the study you can write to"
+            ) from None
+
+
+def params_hash(params: Any) -> str:
+    """A short hash of a stage's resolved parameters (the config of a run, ``bench``, ...)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def provenance(params: Any, device: torch.device | str | None = None) -> dict[str, Any]:
+    """What a result file records about how it was made: the git revision (clean when the code
+    was committed), the hash of the stage's parameters, library versions, device and threads."""
+    return {
+        "git_revision": git_revision(),
+        "params_sha256": params_hash(params),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device_description(torch.device(device)) if device is not None else None,
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+    }
 
 
 def git_revision(cwd: str | os.PathLike[str] | None = None) -> str:

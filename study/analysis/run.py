@@ -12,7 +12,6 @@ Writes ``results/<experiment>/seed<k>/analysis/``:
 from __future__ import annotations
 
 import logging
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from study.analysis.gradients import (
     summarize,
 )
 from study.errors import ConfigError, StudyError
-from study.utils import atomic_path, device_description, git_revision, write_json
+from study.utils import atomic_path, provenance, write_json
 
 if TYPE_CHECKING:
     from study.pipeline import RunPaths
@@ -236,7 +235,7 @@ def analyze_run(
 ) -> list[Path]:
     """Analyse one (experiment, seed) run; returns the files written."""
     from study.data import collate
-    from study.engine.loss import YOLOLoss
+    from study.engine.loss import build_criterion
     from study.pipeline import eval_dataset, load_weights
 
     settings = check_settings(settings, source)
@@ -259,14 +258,7 @@ def analyze_run(
                 f"{weights_path}: weights have {model.num_classes} classes, dataset "
                 f"{dataset.ann_file} has {dataset.num_classes}"
             )
-        criterion = YOLOLoss(
-            model.anchors,
-            model.anchor_masks,
-            model.num_classes,
-            tc["ignore_thresh"],
-            tc["iou_loss"],
-            tc["label_smoothing"],
-        ).to(device)
+        criterion = build_criterion(model, tc).to(device)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         samples, records = analyze_checkpoint(model, criterion, loader, device, label)
         model.load_state_dict(state)  # undo the running-statistics updates of training mode
@@ -329,13 +321,7 @@ def analyze_run(
                 {"label": label, "fraction": frac, "weights": str(p)} for label, frac, p in ckpts
             ],
             "definitions": DEFINITIONS,
-            "meta": {
-                "git_revision": git_revision(),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "device": device_description(device),
-                "threads": torch.get_num_threads(),
-            },
+            "meta": provenance({"config": cfg, "analysis": settings}, device),
         },
     )
     written.append(out / "summary.json")

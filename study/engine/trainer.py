@@ -29,7 +29,7 @@ from study.data import CocoDetection, MixupDataset, build_train_transforms, coll
 from study.engine import schedule
 from study.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from study.engine.ema import ModelEMA
-from study.engine.loss import YOLOLoss
+from study.engine.loss import build_criterion
 from study.errors import StudyError, TrainingDiverged
 from study.models import build_model
 from study.utils import device_description, pick_device, seed_everything, torch_save
@@ -203,19 +203,13 @@ class Trainer:
             self.net = sync_batchnorm(self.net, self.tc["sync_bn"], self.device)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.net, device_ids=ids)
-        self.criterion = YOLOLoss(
-            self.model.anchors,
-            self.model.anchor_masks,
-            self.model.num_classes,
-            self.tc["ignore_thresh"],
-            self.tc["iou_loss"],
-            self.tc["label_smoothing"],
-        )
+        self.criterion = build_criterion(self.model, self.tc)
         self.optimizer = build_optimizer(self.model, self.tc)
         self.amp = amp_dtype(self.tc["amp"], self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.per_rank_batch = max(1, self.tc["batch_size"] // self.dist.world_size)
         self.start_epoch, self.global_iter = 0, 0
+        self.checkpoint_epoch: int | None = None  # the epoch of this run's last checkpoint
         self.hash = config_hash(cfg)
 
     @property
@@ -248,6 +242,7 @@ class Trainer:
             },
         }
         torch_save(state, self.ckpt_path)
+        self.checkpoint_epoch = epoch
 
     def snapshot_epochs(self) -> dict[int, float]:
         """``train.snapshots`` (fractions of the run) -> {epochs completed: fraction}.
@@ -293,6 +288,7 @@ class Trainer:
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start_epoch, self.global_iter = state["epoch"] + 1, state["global_iter"]
+        self.checkpoint_epoch = state["epoch"]
         log.info("resumed from %s at epoch %d", self.ckpt_path, self.start_epoch)
         return True
 
@@ -349,17 +345,24 @@ class Trainer:
         losses = self.criterion([o._replace(raw=o.raw.float()) for o in outputs], targets, size)
         bad = [k for k, v in losses.items() if not torch.isfinite(v)]
         if bad:
-            raise TrainingDiverged(
-                f"loss became non-finite at epoch {epoch}, iteration {self.global_iter} "
-                f"(term(s): {', '.join(bad)}); the last good checkpoint {self.ckpt_path} is kept"
-            )
+            self.diverged(epoch, f"the loss (term(s): {', '.join(bad)}) became non-finite")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if tc["grad_clip"] > 0:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), tc["grad_clip"])
+            grad_norm = nn.utils.clip_grad_norm_(params, tc["grad_clip"])
+        else:
+            grad_norm = nn.utils.get_total_norm([p.grad for p in params])
+        # fp16: the scaler skips steps with inf/NaN gradients (and lowers its scale) by design.
+        if not self.scaler.is_enabled() and not torch.isfinite(grad_norm):
+            self.diverged(epoch, "the gradients became non-finite")
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        # NaN weights with a still-finite loss would reach the next forward (torchvision's CPU
+        # deformable convolution crashes the process on NaN offsets): stop here instead.
+        if not torch.isfinite(nn.utils.get_total_norm(list(self.model.parameters()))):
+            self.diverged(epoch, "the weights became non-finite after the update")
         if self.ema:
             self.ema.update(self.model)
         self.global_iter += 1
@@ -367,6 +370,20 @@ class Trainer:
         values = all_reduce_mean(torch.stack([v.detach() for v in losses.values()]), self.dist)
         reduced = dict(zip(losses, values.tolist(), strict=True))
         return {**reduced, "lr": lr, "size": size}
+
+    def diverged(self, epoch: int, what: str) -> None:
+        """Stop the run: ``what`` went non-finite at the current iteration. Nothing is saved, so
+        the last checkpoint (written at an epoch end, before this) stays the last good one."""
+        kept = (
+            f"the last good checkpoint {self.ckpt_path} (epoch {self.checkpoint_epoch + 1}) is kept"
+            if self.checkpoint_epoch is not None
+            else "no checkpoint of this run had been written yet"
+        )
+        raise TrainingDiverged(
+            f"{self.cfg['name']} seed {self.tc['seed']}: training diverged at epoch {epoch + 1}, "
+            f"iteration {self.global_iter + 1}: {what} (lr {self.optimizer.param_groups[0]['lr']:g}"
+            f"); {kept} and no weights were saved. Lower train.lr or set train.grad_clip."
+        )
 
     # -- the whole run ---------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:

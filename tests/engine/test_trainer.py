@@ -231,7 +231,7 @@ def test_nan_loss_raises_and_keeps_the_last_checkpoint(data_root: Path, tmp_path
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     msg = str(info.value)
-    assert "iteration 1" in msg and "epoch 1" in msg  # 0-based, as the trainer counts
+    assert "at epoch 2, iteration 2" in msg  # 1-based, as the progress bar counts
     assert "cls" in msg and "obj" not in msg
     assert str(ckpt) in msg
     assert len(calls) == 2
@@ -254,9 +254,60 @@ def test_inf_in_the_first_iteration_writes_no_checkpoint(data_root: Path, tmp_pa
         return {**terms, "obj": terms["obj"] + float("inf"), "total": terms["total"] + float("inf")}
 
     trainer.criterion = inf_obj
-    with pytest.raises(TrainingDiverged, match=r"iteration 0 \(term\(s\): obj, total\)"):
+    with pytest.raises(TrainingDiverged, match=r"iteration 1: the loss \(term\(s\): obj, total\)"):
         trainer.fit()
     assert not trainer.ckpt_path.exists()
+
+
+def _diverge_at_second_iteration(
+    data_root: Path, tmp_path: Path, poison: str
+) -> tuple[Trainer, Path, str, str]:
+    """Train 3 one-iteration epochs; at the second iteration the gradients (``poison="grad"``)
+    or the weights after the update (``"weights"``) turn NaN while the loss stays finite."""
+    cfg = tiny_cfg(data_root, experiment="table1/baseline", epochs=3)
+    cfg["data"]["max_images"] = 4
+    trainer = Trainer(cfg, run_dir=tmp_path / "run")
+    ckpt, step, seen = trainer.ckpt_path, trainer.optimizer.step, {}
+    weight = next(trainer.model.parameters())
+
+    def poisoned_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        out = step(*args, **kwargs)
+        if trainer.global_iter == 1 and poison == "weights":
+            seen["sha"] = sha256(ckpt)
+            with torch.no_grad():
+                weight[0].fill_(float("nan"))
+        return out
+
+    def nan_grad(grad: torch.Tensor) -> torch.Tensor:
+        if trainer.global_iter == 1:
+            seen["sha"] = sha256(ckpt)
+            return grad * float("nan")
+        return grad
+
+    trainer.optimizer.step = poisoned_step
+    if poison == "grad":
+        weight.register_hook(nan_grad)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit()
+    return trainer, ckpt, seen["sha"], str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("poison", "what"),
+    [("grad", "the gradients became non-finite"), ("weights", "the weights became non-finite")],
+)
+def test_nonfinite_gradients_or_weights_stop_before_the_next_forward(
+    data_root: Path, tmp_path: Path, poison: str, what: str
+) -> None:
+    # The loss is still finite here: only a gradient/weight check catches it, before NaN reaches
+    # the next forward (where torchvision's CPU deformable convolution dies with SIGSEGV).
+    trainer, ckpt, sha_before, msg = _diverge_at_second_iteration(data_root, tmp_path, poison)
+    assert "training diverged at epoch 2, iteration 2" in msg and what in msg
+    assert f"the last good checkpoint {ckpt} (epoch 1) is kept" in msg
+    assert sha256(ckpt) == sha_before
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and state["global_iter"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
 # ---------------------------------------------------------------------------------------------
