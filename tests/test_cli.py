@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "notebooks",
     "import-official",
     "models",
+    "verify",
 )
 FULL_PARAMS = {
     "yolov3-original": "61,949,149",
@@ -231,7 +232,7 @@ def test_seed_names_the_run_and_sets_the_training_seed(
     assert main(["evaluate", "fusion/none", "--seed", "3"]) == 0
     metrics = json.loads(Path("results/fusion/none/seed3/metrics.json").read_text())
     assert metrics["meta"]["config"]["train"]["seed"] == 3
-    assert Path("results/fusion/none/seed3/detections.json").is_file()
+    assert Path("results/fusion/none/seed3/detections.json.gz").is_file()
     assert main(["evaluate", "fusion/none", "--seed", "4"]) == 2  # that run was never trained
 
 
@@ -287,10 +288,12 @@ def test_test_sizes_and_bench_end_to_end(
         assert main(["train", f"fusion/{fusion}", "--max-iters", "1"]) == 0
         assert main(["evaluate", f"fusion/{fusion}", "--test-sizes"]) == 0
     run = Path("results/fusion/none/seed0")
-    assert sorted(p.name for p in (run / "test_sizes").iterdir()) == ["s96.json"]
+    assert sorted(p.name for p in (run / "test_sizes").iterdir()) == [
+        "s96.detections.json.gz",
+        "s96.json",
+    ]
     m96 = json.loads((run / "test_sizes" / "s96.json").read_text())
     assert m96["meta"]["protocol"]["img_size"] == 96 and "AP" in m96
-    assert (run / "test_sizes_detections" / "s96.json").is_file()
     assert main(["bench", "--set", "bench.runs=0"]) == 2
     assert "bench.runs: expected an integer >= 1" in capsys.readouterr().err
     capsys.readouterr()

@@ -83,11 +83,13 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
     assert f"{MODELS}/{run}.pt" in evaluate["deps"] and "${dataset}" in evaluate["deps"]
     # per-run files are plain outputs: `dvc exp show` reads only the report's compact metrics
     assert dep_paths(evaluate["outs"]) == [
-        f"{RESULTS}/{run}/detections.json",
+        f"{RESULTS}/{run}/detections.json.gz",
         f"{RESULTS}/{run}/metrics.json",
-        f"{RESULTS}/{run}/test_sizes_detections",
         f"{RESULTS}/{run}/test_sizes",
     ]
+    # the detections behind every metric travel with the repository (git), not the DVC cache:
+    # a fresh clone can re-score them (`study verify`)
+    assert all(next(iter(o.values()))["cache"] is False for o in evaluate["outs"])
     assert not any("metrics" in STAGES[f"{s}-{group}"] for s in ("train", "evaluate"))
 
 

@@ -51,7 +51,7 @@ from study.errors import ConfigError, StudyError
 from study.eval.coco_eval import autocast_context, decoder_of
 from study.eval.postprocess import postprocess, postprocess_batched
 from study.eval.sizes import check_sizes
-from study.utils import atomic_path, device_description, git_revision
+from study.utils import atomic_path, provenance
 
 log = logging.getLogger(__name__)
 
@@ -473,23 +473,19 @@ def bench_setting(
 # --------------------------------------------------------------------------- results
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
-    """What the figures depend on besides the model: machine, library versions, threads, and
-    the machine's load when timing began (another job on the same cores distorts every figure:
-    on 2 cores a concurrent 2-thread job made batch-1 CPU latency 60 times slower)."""
+def bench_provenance(device: torch.device, settings: dict[str, Any]) -> dict[str, Any]:
+    """What the figures depend on besides the model (study.utils.provenance: git revision, the
+    settings' hash, versions, threads), plus the CPU, CUDA/cuDNN and the machine's load when
+    timing began (another job on the same cores distorts every figure: on 2 cores a concurrent
+    2-thread job made batch-1 CPU latency 60 times slower)."""
     return {
-        "device": device_description(device),
+        **provenance(settings, device),
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "interop_threads": torch.get_num_interop_threads(),
-        "torch": torch.__version__,
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if device.type == "cuda" else None,
-        "python": platform.python_version(),
         "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "git_revision": git_revision(),
     }
 
 
@@ -579,7 +575,7 @@ def run_bench(
     skipped = sorted(set(settings["dtypes"]) - set(dtypes))
     if skipped:
         log.info("dtypes %s are timed on CUDA only; %s has fp32", skipped, device)
-    prov = provenance(device)
+    prov = bench_provenance(device, {"bench": settings, "eval": cfg["eval"]})
     ev = cfg["eval"]
     rows, ratios = [], []
     for size in sizes:
@@ -634,6 +630,7 @@ def run_bench(
                             **r,
                             "device": prov["device"],
                             "git_revision": prov["git_revision"],
+                            "params_sha256": prov["params_sha256"],
                         }
                     )
                 log.info("timed %d models at %d %s %s", len(subjects), size, dtype, mode)

@@ -3,10 +3,16 @@
 The protocol is the official one (``utils/cocoapi_evaluator.py``): decode, score = objectness x
 class probability, confidence 0.001, class-wise NMS 0.65, boxes mapped back to the original
 image, COCO json results, pycocotools ``COCOeval`` (bbox; ``eval.backend: faster-coco-eval``
-scores the same way, faster). Differences, all harmless to AP:
-batches instead of batch 1, at most ``max_dets`` (100) boxes per image kept before COCOeval
-(which reads only the best 100 anyway), and when the dataset is a subset (``max_images``) only
-its images are scored (the official code always scored the whole annotation file).
+scores the same way, faster). Every box that survives NMS is submitted, as the official evaluator
+does (``eval.max_dets: N`` keeps only the best N per image; COCOeval keeps the best 100 per image
+*and category*, so a per-image cap lowers AP). Differences, harmless to AP: batches instead of
+batch 1, and when the dataset is a subset (``max_images``) only its images are scored (the
+official code always scored the whole annotation file).
+
+The detections are rounded as COCO results files usually are (box 2 decimals, score 5) *before*
+scoring, and written as ``detections.json.gz``: re-scoring that file (``study verify``) gives the
+metrics exactly. Ground-truth boxes the data loader drops (non-positive size, outside the image)
+are handled by ``eval.dropped_gt`` (:func:`scored_ground_truth`).
 
 Metric values are COCOeval's fractions (0..1). COCOeval reports -1 for a size bucket with no
 ground truth (e.g. no small objects in a tiny subset); that becomes ``None`` (JSON null), meaning
@@ -17,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gzip
 import hashlib
 import io
+import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +43,7 @@ from tqdm import tqdm
 
 from study.errors import ConfigError, DataError, StudyError
 from study.eval.postprocess import postprocess, to_original
-from study.utils import device_description, git_revision, write_json
+from study.utils import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +109,7 @@ def _infer(
                     pred,
                     float(cfg_eval["conf_thresh"]),
                     float(cfg_eval["nms_thresh"]),
-                    int(cfg_eval["max_dets"]),
+                    cfg_eval.get("max_dets"),
                 )
                 for det, target in zip(dets, targets, strict=True):
                     info = target["info"]
@@ -286,16 +294,19 @@ def build_meta(
     num_detections: int,
     eval_seconds: float,
 ) -> dict[str, Any]:
-    """What made a metrics file: config, git revision, dataset, device, protocol, timing."""
+    """What made a metrics file: config, provenance, dataset, device, protocol, timing."""
     ev = cfg["eval"]
+    prov = provenance(dict(cfg), device)
     return {
         "config": copy.deepcopy(dict(cfg)),
-        "git_revision": git_revision(),
+        "git_revision": prov["git_revision"],
+        "provenance": prov,
         "dataset": _dataset_meta(dataset, cfg),
-        "device": device_description(device),
+        "device": prov["device"],
         "profile": cfg.get("profile"),
         "protocol": {
-            k: ev[k] for k in ("img_size", "protocol", "conf_thresh", "nms_thresh", "max_dets")
+            k: ev.get(k)
+            for k in ("img_size", "protocol", "conf_thresh", "nms_thresh", "max_dets", "dropped_gt")
         },
         "num_detections": num_detections,
         "eval_seconds": round(eval_seconds, 3),
@@ -308,9 +319,78 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Any], meta: Mapping[st
     write_json(path, {**{k: v for k, v in metrics.items() if k != "summary"}, "meta": dict(meta)})
 
 
+DETECTIONS = "detections.json.gz"
+
+
 def write_detections(path: str | Path, results: list[dict[str, Any]]) -> None:
-    """Write the raw COCO result dicts (``detections.json``) atomically."""
-    write_json(path, results)
+    """Write the COCO result dicts gzip-compressed (``detections.json.gz``), atomically and
+    byte-reproducibly (no time stamp in the gzip header)."""
+    text = json.dumps(results, separators=(",", ":")).encode()
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
+            gz.write(text)
+
+
+def read_detections(path: str | Path) -> list[dict[str, Any]]:
+    """The COCO result dicts of a ``detections.json.gz`` (or plain ``.json``) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: detections file not found")
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StudyError(f"{path}: cannot read detections ({exc})") from None
+    if not isinstance(data, list):
+        raise StudyError(f"{path}: expected a list of COCO detections")
+    return data
+
+
+DROPPED_GT = ("error", "score", "ignore")
+
+
+def scored_ground_truth(
+    coco_gt: COCO, dropped_ids: Sequence[int], mode: str, ann_file: Any
+) -> tuple[COCO, dict[str, Any]]:
+    """The ground truth COCOeval scores, and a record of which annotations that is.
+
+    ``dropped_ids`` are the non-crowd annotations the data loader drops (non-positive size, or
+    outside the image): a detector is never trained on them. ``mode`` (``eval.dropped_gt``):
+    ``error`` refuses to score (a perfect detector would lose AP to them); ``score`` keeps them
+    as ground truth (pycocotools on the raw file, the official evaluator); ``ignore`` marks them
+    as crowd regions, which COCOeval neither counts as missed nor as matched.
+    """
+    if mode not in DROPPED_GT:
+        raise ConfigError(f"eval.dropped_gt: expected one of {', '.join(DROPPED_GT)}, got {mode!r}")
+    anns = coco_gt.dataset.get("annotations", [])
+    record = {
+        "annotations": len(anns),
+        "crowd": sum(1 for a in anns if a.get("iscrowd", 0)),
+        "dropped_at_load": len(dropped_ids),
+        "dropped_gt": mode,
+    }
+    if dropped_ids and mode == "error":
+        shown = ", ".join(map(str, list(dropped_ids)[:5]))
+        raise DataError(
+            f"{ann_file}: {len(dropped_ids)} ground-truth boxes are dropped by the data loader "
+            f"(non-positive width/height or outside the image; annotation ids {shown}"
+            f"{', ...' if len(dropped_ids) > 5 else ''}), so COCOeval would count them as "
+            "missed by any detector. Fix them (`study data check`), or set eval.dropped_gt: "
+            "score (score them anyway, as pycocotools does on the raw file) or ignore (score "
+            "them as crowd regions)"
+        )
+    if dropped_ids and mode == "ignore":
+        drop = set(dropped_ids)
+        dataset = dict(coco_gt.dataset)
+        dataset["annotations"] = [{**a, "iscrowd": 1} if a.get("id") in drop else a for a in anns]
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_gt.createIndex()
+    ignored = len(dropped_ids) if mode == "ignore" else 0
+    record["scored"] = record["annotations"] - record["crowd"] - ignored
+    return coco_gt, record
 
 
 def evaluate(
@@ -325,7 +405,7 @@ def evaluate(
     """Run the COCO protocol; return the metrics plus ``meta`` (with ``extra_meta`` merged in).
 
     ``model`` must already be on ``device``. With ``out_dir`` (normally ``results/<variant>``)
-    also writes ``metrics.json`` and ``detections.json`` there. ``collate_fn`` defaults to
+    also writes ``metrics.json`` and ``detections.json.gz`` there. ``collate_fn`` defaults to
     ``study.data.collate``; ``cfg["eval"]["amp"]``, if set, turns on autocast.
     """
     device = torch.device(device)
@@ -341,14 +421,22 @@ def evaluate(
         collate_fn=collate_fn,
     )
     backend = str(cfg_eval.get("backend", "pycocotools"))
-    metrics = coco_metrics(load_coco_gt(dataset, cfg), results, image_ids, backend)
+    coco_gt, gt_record = scored_ground_truth(
+        load_coco_gt(dataset, cfg),
+        getattr(dataset, "dropped_ann_ids", []),
+        str(cfg_eval.get("dropped_gt", "error")),
+        getattr(dataset, "ann_file", "the annotation file"),
+    )
+    metrics = coco_metrics(coco_gt, results, image_ids, backend)
     summary = metrics.pop("summary")
     log.info("COCOeval:\n%s", summary)
     meta = build_meta(cfg, dataset, device, len(results), time.perf_counter() - start)
     meta["coco_summary"] = summary
     meta["coco_backend"] = backend_version(backend)
+    meta["ground_truth"] = gt_record
+    meta["detections"] = DETECTIONS
     meta.update(extra_meta or {})
     if out_dir is not None:
+        write_detections(Path(out_dir) / DETECTIONS, results)
         write_metrics(Path(out_dir) / "metrics.json", metrics, meta)
-        write_detections(Path(out_dir) / "detections.json", results)
     return {**metrics, "meta": meta}

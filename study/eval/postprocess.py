@@ -3,8 +3,9 @@
 The official code (``utils/utils.py: postprocess``) scores each box by objectness x the largest
 class probability, gives it that one class, keeps scores >= the confidence threshold (0.001 at
 evaluation) and runs NMS separately per class (IoU 0.65). This module does the same with
-``torchvision.ops.batched_nms`` and additionally keeps only the ``max_dets`` best boxes per image,
-which COCOeval would do anyway (it reads at most 100 detections per image).
+``torchvision.ops.batched_nms``. ``max_dets`` (None: off, the official behaviour) keeps only the
+best N boxes per image. That is not neutral: COCOeval keeps the best 100 per image *and
+category*, so a per-image cap removes boxes it would have scored and lowers AP.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def postprocess(
     pred: Tensor,
     conf_thresh: float = 0.001,
     nms_thresh: float = 0.65,
-    max_dets: int | None = 100,
+    max_dets: int | None = None,
 ) -> list[dict[str, Tensor]]:
     """Turn decoded predictions into per-image detections.
 
@@ -68,7 +69,7 @@ def postprocess_batched(
     pred: Tensor,
     conf_thresh: float = 0.001,
     nms_thresh: float = 0.65,
-    max_dets: int | None = 100,
+    max_dets: int | None = None,
 ) -> list[dict[str, Tensor]]:
     """:func:`postprocess` with one NMS call for the whole batch (the fast path on a GPU).
 

@@ -1,20 +1,23 @@
-"""COCO AP of one model at several test sizes (the paper's Table 4 and Fig. 1: 320/416/608/800).
+"""COCO AP of one run at its eval size and at several test sizes (the paper's Table 4 and Fig. 1:
+320/416/608/800).
 
-``study evaluate --test-sizes`` calls :func:`evaluate_test_sizes` after the main evaluation at
-``eval.img_size``. Each size of ``eval.test_sizes`` other than the main one is evaluated with the
-same protocol (only the square input size changes) and written as
-``<results>/test_sizes/s<size>.json`` (metrics + meta, like metrics.json) and
-``<results>/test_sizes_detections/s<size>.json`` (the COCO results). The main size is not scored
-twice: :func:`read_test_sizes` takes it from ``metrics.json``.
+``study evaluate`` calls :func:`evaluate_run`: the main evaluation at ``eval.img_size``
+(``metrics.json``, ``detections.json.gz``) and, with ``--test-sizes``, every other size of
+``eval.test_sizes`` with the same protocol (only the square input size changes), written as
+``test_sizes/s<size>.json`` (metrics + meta, like metrics.json) and
+``test_sizes/s<size>.detections.json.gz``. The main size is not scored twice:
+:func:`read_test_sizes` takes it from ``metrics.json``.
 
-Both folders are written beside the old ones and swapped in at the end, so a failed run leaves
-an earlier run's files as they were.
+Everything is checked before any inference, written into a folder beside the old files and
+swapped in only when every size is done, so a failed run leaves an earlier run's files as they
+were (and matching each other).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,9 +28,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from study.errors import ConfigError, StudyError
-from study.eval.coco_eval import evaluate
+from study.eval.coco_eval import DETECTIONS, evaluate
+from study.utils import ensure_writable, swap_in
 
-SIZES_DIR, DETECTIONS_DIR = "test_sizes", "test_sizes_detections"
+SIZES_DIR = "test_sizes"
+# Files of the layout before detections were committed with the results (removed on rewrite).
+LEGACY = ("detections.json", "test_sizes_detections")
 
 
 def check_sizes(sizes: Any, where: str) -> list[int]:
@@ -40,62 +46,68 @@ def check_sizes(sizes: Any, where: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` (a folder) by ``tmp``, removing the old one only after the rename."""
-    old = final.with_name(final.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+def size_detections(size: int) -> str:
+    """The detections file of a test size, beside its ``s<size>.json`` in ``test_sizes/``."""
+    return f"s{size}.{DETECTIONS}"
 
 
-def evaluate_test_sizes(
+def evaluate_run(
+    model: nn.Module,
+    cfg: Mapping[str, Any],
+    make_dataset: Callable[[dict[str, Any]], Dataset],
+    dataset: Dataset,
+    device: torch.device | str,
+    results_dir: str | Path,
+    extra_meta: Mapping[str, Any] | None = None,
+    test_sizes: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` at ``eval.img_size`` and, with ``test_sizes``, at every
+    other size of ``eval.test_sizes`` (``make_dataset(cfg)`` builds the split for a config whose
+    ``eval.img_size`` was changed). Returns the main metrics with meta; writes the files of the
+    module docstring under ``results_dir``."""
+    main = int(cfg["eval"]["img_size"])
+    sizes = check_sizes(cfg["eval"].get("test_sizes"), "eval.test_sizes") if test_sizes else []
+    results_dir = Path(results_dir)
+    ensure_writable(results_dir)
+    work = results_dir / ".evaluate.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        metrics = evaluate(model, dataset, cfg, device, out_dir=work, extra_meta=extra_meta)
+        if test_sizes:
+            (work / SIZES_DIR).mkdir()
+            for size in sizes:
+                if size != main:
+                    _evaluate_size(model, cfg, make_dataset, device, work, size, extra_meta)
+        for name in (DETECTIONS, "metrics.json"):
+            os.replace(work / name, results_dir / name)
+        if test_sizes:
+            swap_in(work / SIZES_DIR, results_dir / SIZES_DIR)
+        for name in LEGACY:
+            path = results_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def _evaluate_size(
     model: nn.Module,
     cfg: Mapping[str, Any],
     make_dataset: Callable[[dict[str, Any]], Dataset],
     device: torch.device | str,
-    results_dir: str | Path,
-    extra_meta: Mapping[str, Any] | None = None,
-) -> dict[int, dict[str, Any]]:
-    """Evaluate ``model`` at every ``cfg["eval"]["test_sizes"]`` except ``eval.img_size``.
-
-    ``make_dataset(cfg)`` builds the validation split for a config (its eval transforms follow
-    ``cfg["eval"]["img_size"]``). Returns {size: metrics with meta}; writes the files described
-    in the module docstring under ``results_dir``.
-    """
-    sizes = check_sizes(cfg["eval"].get("test_sizes"), "eval.test_sizes")
-    main = int(cfg["eval"]["img_size"])
-    results_dir = Path(results_dir)
-    tmp_sizes = results_dir / f".{SIZES_DIR}.tmp"
-    tmp_dets = results_dir / f".{DETECTIONS_DIR}.tmp"
-    for tmp in (tmp_sizes, tmp_dets):
-        shutil.rmtree(tmp, ignore_errors=True)
-    out: dict[int, dict[str, Any]] = {}
-    try:
-        for size in sizes:
-            if size == main:
-                continue
-            cfg_s = copy.deepcopy(dict(cfg))
-            cfg_s["eval"]["img_size"] = size
-            work = tmp_sizes / f"s{size}"
-            metrics = evaluate(
-                model, make_dataset(cfg_s), cfg_s, device, out_dir=work, extra_meta=extra_meta
-            )
-            tmp_dets.mkdir(parents=True, exist_ok=True)
-            (work / "metrics.json").rename(tmp_sizes / f"s{size}.json")
-            (work / "detections.json").rename(tmp_dets / f"s{size}.json")
-            work.rmdir()
-            out[size] = metrics
-        tmp_sizes.mkdir(parents=True, exist_ok=True)
-        tmp_dets.mkdir(parents=True, exist_ok=True)
-    except BaseException:
-        for tmp in (tmp_sizes, tmp_dets):
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _swap_in(tmp_sizes, results_dir / SIZES_DIR)
-    _swap_in(tmp_dets, results_dir / DETECTIONS_DIR)
-    return out
+    work: Path,
+    size: int,
+    extra_meta: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    cfg_s = copy.deepcopy(dict(cfg))
+    cfg_s["eval"]["img_size"] = size
+    meta = {**(extra_meta or {}), "detections": size_detections(size)}
+    tmp = work / f"s{size}"
+    metrics = evaluate(model, make_dataset(cfg_s), cfg_s, device, out_dir=tmp, extra_meta=meta)
+    os.replace(tmp / "metrics.json", work / SIZES_DIR / f"s{size}.json")
+    os.replace(tmp / DETECTIONS, work / SIZES_DIR / size_detections(size))
+    tmp.rmdir()
+    return metrics
 
 
 def read_test_sizes(run_dir: str | Path) -> dict[int, dict[str, Any]]:

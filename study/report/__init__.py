@@ -16,11 +16,11 @@ from typing import Any
 import pandas as pd
 
 from study.errors import StudyError
-from study.report.collect import AP_COLUMNS, collect_runs, detections_path, read_json
+from study.report.collect import AP_COLUMNS, collect_runs, detections_path
 from study.report.speed import attach_speed, read_bench, speed_report
 from study.report.stats import paired_bootstrap, seed_summary
 from study.report.tables import fusion_table, pairwise_table, table1_table, write_table
-from study.utils import write_json
+from study.utils import provenance, write_json
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = (*AP_COLUMNS, "params", "flops", "ms", "train_min")
@@ -39,8 +39,9 @@ def _dataset_label(runs: pd.DataFrame) -> str:
 
 
 def _scorers(results_dir: Path, runs: pd.DataFrame) -> dict[tuple[str, int], Any]:
-    """An ImageWeightedAP per run, from its detections.json and the annotation file."""
+    """An ImageWeightedAP per run, from its detections.json.gz and the annotation file."""
     from study.data import load_coco
+    from study.eval.coco_eval import read_detections
     from study.eval.resample import ImageWeightedAP
 
     ann_files = set(runs["ann_file"].dropna())
@@ -50,10 +51,7 @@ def _scorers(results_dir: Path, runs: pd.DataFrame) -> dict[tuple[str, int], Any
     image_ids = sorted(coco_gt.imgs)[: int(runs["num_images"].iloc[0])]
     scorers = {}
     for exp, seed in zip(runs["experiment"], runs["seed"], strict=True):
-        path = detections_path(results_dir, exp, seed)
-        dets = read_json(path, required=True)
-        if not isinstance(dets, list):
-            raise StudyError(f"{path}: expected a list of COCO detections")
+        dets = read_detections(detections_path(results_dir, exp, seed))
         scorers[(exp, int(seed))] = ImageWeightedAP(coco_gt, dets, image_ids)
     return scorers
 
@@ -365,5 +363,11 @@ def build_report(
     metrics = results_dir / "metrics.json"
     write_json(metrics, compact_metrics(all_runs))
     paths.append(metrics)
+    # the tables' provenance: the code and params that made them (each run's own files carry
+    # theirs in their meta)
+    prov = out / "provenance.json"
+    written = sorted(str(p) for p in paths)
+    write_json(prov, {**provenance(dict(params)), "stage": "study report", "files": written})
+    paths.append(prov)
     log.info("wrote %s", ", ".join(map(str, paths)))
     return paths

@@ -100,4 +100,6 @@ def collect_runs(
 
 
 def detections_path(results_dir: str | Path, experiment: str, seed: int) -> Path:
-    return run_dir(Path(results_dir), experiment, seed) / "detections.json"
+    from study.eval.coco_eval import DETECTIONS
+
+    return run_dir(Path(results_dir), experiment, seed) / DETECTIONS

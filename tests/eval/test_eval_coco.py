@@ -15,6 +15,7 @@ from study.eval.coco_eval import (
     autocast_context,
     coco_metrics,
     evaluate,
+    read_detections,
     run_inference,
     write_metrics,
 )
@@ -123,14 +124,23 @@ def test_evaluate_writes_metrics_and_detections(
         "protocol": "square",
         "conf_thresh": 0.001,
         "nms_thresh": 0.65,
-        "max_dets": 100,
+        "max_dets": None,
+        "dropped_gt": "error",
     }
+    assert meta["ground_truth"] == {
+        "annotations": 5,
+        "crowd": 1,
+        "dropped_at_load": 0,
+        "dropped_gt": "error",
+        "scored": 4,
+    }
+    assert meta["provenance"]["threads"] == torch.get_num_threads()
     assert meta["config"]["eval"]["batch_size"] == 2 and meta["profile"] == "test"
     assert meta["num_detections"] == 4 and meta["eval_seconds"] >= 0
     assert meta["torch"] == torch.__version__ and meta["device"].startswith("cpu")
     assert "Average Precision" in meta["coco_summary"]
 
-    dets = json.loads((out / "detections.json").read_text())
+    dets = read_detections(out / "detections.json.gz")
     assert len(dets) == 4 and {d["category_id"] for d in dets} == {1, 3}
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
 
@@ -159,3 +169,40 @@ def test_autocast_context_modes():
         assert torch.is_autocast_enabled("cpu")
     with pytest.raises(ConfigError, match="amp"):
         autocast_context(cpu, "int8")
+
+
+def test_dropped_ground_truth_is_refused_scored_or_ignored_as_asked(coco_root) -> None:
+    """Annotation 5 stands for a box the loader drops: a detector never sees it in training, and a
+    perfect detector of the loaded boxes loses AP to it when it is scored."""
+    from study.data import load_coco
+    from study.errors import DataError
+    from study.eval.coco_eval import scored_ground_truth
+
+    ann = coco_root / "annotations" / "instances_val2017.json"
+    gt = load_coco(ann)
+    perfect = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "bbox": a["bbox"],
+            "score": 1.0,
+        }
+        for a in gt.dataset["annotations"]
+        if not a["iscrowd"] and a["id"] != 5
+    ]
+    with pytest.raises(DataError, match=r"1 ground-truth boxes are dropped .*ids 5\)"):
+        scored_ground_truth(gt, [5], "error", ann)
+    scored, record = scored_ground_truth(gt, [5], "score", ann)
+    assert record["scored"] == 4 and coco_metrics(scored, perfect)["AP"] < 1.0
+    ignored, record = scored_ground_truth(gt, [5], "ignore", ann)
+    assert record == {
+        "annotations": 5,
+        "crowd": 1,
+        "dropped_at_load": 1,
+        "dropped_gt": "ignore",
+        "scored": 3,
+    }
+    assert coco_metrics(ignored, perfect)["AP"] == pytest.approx(1.0)
+    assert gt.anns[5]["iscrowd"] == 0  # the dataset's own annotations are not changed
+    clean, _ = scored_ground_truth(gt, [], "error", ann)
+    assert clean is gt

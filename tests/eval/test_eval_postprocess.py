@@ -172,3 +172,27 @@ def test_batched_postprocess_equals_per_image(max_dets) -> None:
         assert torch.equal(a["scores"], b["scores"])
         assert torch.equal(a["boxes"], b["boxes"])
     assert sum(len(d["scores"]) for d in ref) >= 10
+
+
+def test_no_per_image_cap_by_default_as_the_official_evaluator() -> None:
+    """The official evaluator submits every box that survives NMS; COCOeval then keeps the best
+    100 per image *and category*, so a per-image cap of 100 would drop boxes it scores."""
+    from pathlib import Path
+
+    import yaml
+
+    from study.eval.postprocess import postprocess_batched
+
+    base = yaml.safe_load((Path(__file__).parents[2] / "experiments/_base.yaml").read_text())
+    assert base["eval"]["max_dets"] is None
+    # 150 disjoint boxes over 3 classes: NMS keeps all of them
+    rows = [
+        row(10 + 20 * (i % 15), 10 + 20 * (i // 15), 8, 8, 0.9 - i * 1e-3, *[0.1] * 3)
+        for i in range(150)
+    ]
+    for i, r in enumerate(rows):
+        r[5 + i % 3] = 0.9
+    pred = torch.tensor([rows])
+    assert len(postprocess(pred)[0]["scores"]) == 150
+    assert len(postprocess_batched(pred)[0]["scores"]) == 150
+    assert len(postprocess(pred, max_dets=100)[0]["scores"]) == 100  # only when asked

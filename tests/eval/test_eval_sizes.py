@@ -1,5 +1,6 @@
-"""Evaluation at several test sizes (study/eval/sizes.py): sizes checked, files per size, the
-main size not scored twice, an earlier run's files kept when a run fails."""
+"""Evaluation of a run at its size and at several test sizes (study/eval/sizes.py): sizes checked
+first, files per size, the main size not scored twice, an earlier run's files all kept when a run
+fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 import study.eval.sizes as sizes_mod
 from study.errors import ConfigError, StudyError
-from study.eval.sizes import check_sizes, evaluate_test_sizes, read_test_sizes
+from study.eval.sizes import check_sizes, evaluate_run, read_test_sizes
 
 
 def test_check_sizes_sorts_and_rejects_bad_sizes() -> None:
@@ -37,7 +38,7 @@ def _fake_evaluate(fail_at: int | None = None):
         out = {"AP": size / 1000, "meta": meta}
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(out))
-        (Path(out_dir) / "detections.json").write_text("[]")
+        (Path(out_dir) / "detections.json.gz").write_text("[]")
         return out
 
     return evaluate, calls
@@ -47,40 +48,62 @@ def test_every_size_but_the_main_one_is_written(tmp_path: Path, monkeypatch) -> 
     fake, calls = _fake_evaluate()
     monkeypatch.setattr(sizes_mod, "evaluate", fake)
     datasets = []
-    out = evaluate_test_sizes(
+    out = evaluate_run(
         None,
         _cfg([160, 64, 96]),
         lambda c: datasets.append(c["eval"]["img_size"]),
+        "main dataset",
         "cpu",
         tmp_path,
         {"weights": "w.pt"},
+        test_sizes=True,
     )
-    assert calls == [64, 160] and datasets == [64, 160] and sorted(out) == [64, 160]
-    assert sorted(p.name for p in (tmp_path / "test_sizes").iterdir()) == ["s160.json", "s64.json"]
-    assert sorted(p.name for p in (tmp_path / "test_sizes_detections").iterdir()) == [
+    assert calls == [96, 64, 160] and datasets == [64, 160] and out["AP"] == 0.096
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "detections.json.gz",
+        "metrics.json",
+        "test_sizes",
+    ]
+    assert sorted(p.name for p in (tmp_path / "test_sizes").iterdir()) == [
+        "s160.detections.json.gz",
         "s160.json",
+        "s64.detections.json.gz",
         "s64.json",
     ]
-    assert json.loads((tmp_path / "test_sizes" / "s64.json").read_text())["meta"]["weights"]
+    meta64 = json.loads((tmp_path / "test_sizes" / "s64.json").read_text())["meta"]
+    assert meta64["weights"] == "w.pt" and meta64["detections"] == "s64.detections.json.gz"
     # the main size comes from metrics.json
-    (tmp_path / "metrics.json").write_text(
-        json.dumps({"AP": 0.5, "meta": {"protocol": {"img_size": 96}}})
-    )
     assert list(read_test_sizes(tmp_path)) == [64, 96, 160]
-    assert read_test_sizes(tmp_path)[96]["AP"] == 0.5
+    assert read_test_sizes(tmp_path)[96]["AP"] == 0.096
 
 
 def test_a_failed_run_keeps_the_earlier_files(tmp_path: Path, monkeypatch) -> None:
     fake, _ = _fake_evaluate()
     monkeypatch.setattr(sizes_mod, "evaluate", fake)
-    evaluate_test_sizes(None, _cfg([64, 160]), lambda c: None, "cpu", tmp_path)
-    before = (tmp_path / "test_sizes" / "s64.json").read_text()
-    failing, _ = _fake_evaluate(fail_at=160)
+    evaluate_run(None, _cfg([64, 160]), lambda c: None, None, "cpu", tmp_path, test_sizes=True)
+    before = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    failing, calls = _fake_evaluate(fail_at=160)
     monkeypatch.setattr(sizes_mod, "evaluate", failing)
     with pytest.raises(RuntimeError, match="boom"):
-        evaluate_test_sizes(None, _cfg([64, 160], main=128), lambda c: None, "cpu", tmp_path)
-    assert (tmp_path / "test_sizes" / "s64.json").read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_sizes", "test_sizes_detections"]
+        evaluate_run(
+            None, _cfg([64, 160], main=128), lambda c: None, None, "cpu", tmp_path, test_sizes=True
+        )
+    assert calls == [128, 64, 160]  # the main size and 64 were evaluated, then 160 failed
+    # nothing of the failed run reached the folder: metrics.json and every size as before
+    assert {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "detections.json.gz",
+        "metrics.json",
+        "test_sizes",
+    ]
+
+
+def test_a_bad_size_is_refused_before_any_evaluation(tmp_path: Path, monkeypatch) -> None:
+    fake, calls = _fake_evaluate()
+    monkeypatch.setattr(sizes_mod, "evaluate", fake)
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        evaluate_run(None, _cfg([64, 100]), lambda c: None, None, "cpu", tmp_path, test_sizes=True)
+    assert calls == [] and not list(tmp_path.iterdir())
 
 
 def test_read_test_sizes_names_a_bad_file(tmp_path: Path) -> None:

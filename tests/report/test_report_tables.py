@@ -55,10 +55,10 @@ def _detections(n_images: int, found: float, rng: np.random.Generator) -> list[d
 
 
 def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) -> None:
-    """metrics.json (scored by pycocotools, at size 64), detections.json, train_summary.json,
+    """metrics.json (scored by pycocotools, at size 64), detections.json.gz, train_summary.json,
     and test_sizes/s96.json (the same detections scored again, as another size)."""
     from study.data import load_coco
-    from study.eval.coco_eval import coco_metrics
+    from study.eval.coco_eval import coco_metrics, write_detections
 
     folder = results / exp / f"seed{seed}"
     folder.mkdir(parents=True)
@@ -70,7 +70,7 @@ def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) 
         "protocol": {"img_size": 64},
     }
     (folder / "metrics.json").write_text(json.dumps({**metrics, "meta": meta}))
-    (folder / "detections.json").write_text(json.dumps(dets))
+    write_detections(folder / "detections.json.gz", dets)
     (folder / "test_sizes").mkdir()
     big = {k: (v if v is None else v * 1.1) for k, v in metrics.items()}
     meta96 = {**meta, "protocol": {"img_size": 96}}

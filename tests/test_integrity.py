@@ -1,0 +1,235 @@
+"""Trustworthy results (study/pipeline.py, study/eval/verify.py): a failed or refused command
+leaves an earlier good run's files intact and matching each other; committed metrics re-score
+exactly from their detections; bad input ends in one clear line with exit code 2.
+
+One tiny study is trained and evaluated once per module; each test works on its own copy.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = Path("results/fusion/none/seed0")
+MODEL = Path("models/fusion/none/seed0.pt")
+
+
+def tree_digest(*paths: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``paths`` (what a failed command must leave untouched)."""
+    out = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study folder with fusion/none trained (2 iterations) and evaluated at two sizes."""
+    from study.data.synthetic import MIN_IMG_SIZE, generate
+
+    work = tmp_path_factory.mktemp("study")
+    shutil.copytree(REPO / "experiments", work / "experiments")
+    generate(work / "data", num_train=4, num_val=2, img_size=MIN_IMG_SIZE, seed=0)
+    params = {
+        "profile": "tiny",
+        "dataset": "data",
+        "fusions": ["none"],
+        "seeds": [0],
+        "profiles": {
+            "tiny": {
+                "data": {"root": "data", "workers": 0},
+                "model": {"width": 0.125, "depth": 0.34},
+                "train": {"epochs": 1, "batch_size": 2, "img_size": 128, "device": "cpu"},
+                "eval": {"img_size": 64, "test_sizes": [64, 96], "batch_size": 2},
+            }
+        },
+    }
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd = Path.cwd()
+    try:
+        os.chdir(work)
+        assert main(["train", "fusion/none", "--max-iters", "2"]) == 0
+        assert main(["evaluate", "fusion/none", "--test-sizes"]) == 0
+    finally:
+        os.chdir(cwd)
+    return work
+
+
+@pytest.fixture
+def study(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    work = tmp_path / "study"
+    shutil.copytree(trained, work)
+    monkeypatch.chdir(work)
+    return work
+
+
+def run_files() -> dict[str, str]:
+    return tree_digest(RUN, MODEL)
+
+
+def one_line_error(err: str, command: str) -> str:
+    err = err.split("\r")[-1].lstrip()  # after the progress bar, if one was drawn
+    assert err.startswith(f"study {command}: error: "), err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-checking committed numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verify_rescoring_matches_exactly_and_catches_a_changed_number(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (RUN / "detections.json.gz").is_file()
+    assert (RUN / "test_sizes" / "s96.detections.json.gz").is_file()
+    assert not (RUN / "detections.json").exists() and not (RUN / "test_sizes_detections").exists()
+    assert main(["verify"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 metrics files re-scored" in out and "all identical" in out
+    path = RUN / "test_sizes" / "s96.json"
+    data = json.loads(path.read_text())
+    data["AP50"] = (data["AP50"] or 0.0) + 1e-9
+    path.write_text(json.dumps(data))
+    assert main(["verify", "fusion/none"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL  {path}: AP50 committed" in out and "1 of 2" in out
+
+
+def test_every_result_file_records_its_provenance(study: Path) -> None:
+    metrics = json.loads((RUN / "metrics.json").read_text())
+    summary = json.loads((RUN / "train_summary.json").read_text())
+    for prov in (metrics["meta"]["provenance"], summary["provenance"]):
+        assert set(prov) >= {"git_revision", "params_sha256", "torch", "device", "threads"}
+        assert len(prov["params_sha256"]) == 16 and prov["threads"] >= 1
+    assert metrics["meta"]["protocol"]["max_dets"] is None  # official: no per-image cap
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures leave the earlier run intact
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_rerun_keeps_the_previous_run(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = run_files()
+    args = ["train", "fusion/none", "--max-iters", "4", "--set", "train.optimizer=sgd"]
+    assert main([*args, "--set", "train.lr=1.0e+30"]) == 2
+    err = one_line_error(capsys.readouterr().err, "train")
+    assert "training diverged at epoch 1, iteration" in err and "became non-finite" in err
+    assert run_files() == before  # live/, summary, metrics and the model all as they were
+
+
+def test_a_bad_test_size_is_refused_before_any_inference(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = run_files()
+    args = ["evaluate", "fusion/none", "--test-sizes", "--set", "eval.test_sizes=[96,100]"]
+    assert main(args) == 2
+    one_line_error(capsys.readouterr().err, "evaluate")
+    assert run_files() == before
+
+
+@pytest.mark.parametrize("folder", ["results", "models", "runs"])
+def test_a_read_only_output_folder_is_refused_before_training(
+    study: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, folder: str
+) -> None:
+    # Root ignores file modes, so the refusal is simulated at the OS call the check makes.
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if Path(kwargs.get("dir", "")).resolve().is_relative_to(study / folder):
+            raise PermissionError(errno.EACCES, "Permission denied", str(kwargs["dir"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("study.utils.tempfile.mkstemp", mkstemp)
+    before = run_files()
+    assert main(["train", "fusion/none", "--max-iters", "1", "--set", "train.seed=0"]) == 2
+    err = one_line_error(capsys.readouterr().err, "train")
+    assert f"{folder}/" in err and "cannot write here (Permission denied)" in err
+    assert run_files() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit code 2
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "expect"),
+    [
+        ("train.epochs=two", "train.epochs"),
+        ("train.lr=fast", "train.lr"),
+        ("eval.img_size=big", "eval.img_size"),
+        ("train.batch_size=0", "train.batch_size"),
+    ],
+)
+def test_bad_setting_types_are_one_line_errors(
+    study: Path, capsys: pytest.CaptureFixture[str], setting: str, expect: str
+) -> None:
+    before = run_files()
+    assert main(["train", "fusion/none", "--max-iters", "1", "--set", setting]) == 2
+    assert expect in one_line_error(capsys.readouterr().err, "train")
+    assert run_files() == before
+
+
+def test_weights_trained_on_other_classes_are_refused(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ann = Path("data/annotations/instances_val2017.json")
+    data = json.loads(ann.read_text())
+    data["categories"][0]["name"], data["categories"][1]["name"] = (
+        data["categories"][1]["name"],
+        data["categories"][0]["name"],
+    )
+    ann.write_text(json.dumps(data))
+    before = run_files()
+    assert main(["evaluate", "fusion/none"]) == 2
+    err = one_line_error(capsys.readouterr().err, "evaluate")
+    assert str(MODEL) in err and "trained on other classes" in err and "class 0" in err
+    assert run_files() == before
+
+
+def test_a_bad_image_in_a_loader_worker_is_one_clear_line(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = sorted(Path("data/val2017").iterdir())[0]
+    image.write_bytes(b"not an image")
+    before = run_files()
+    assert main(["evaluate", "fusion/none", "--set", "data.workers=1"]) == 2
+    err = one_line_error(capsys.readouterr().err, "evaluate")
+    assert str(image) in err and "DataLoader worker" in err
+    assert run_files() == before
+
+
+def test_dropped_ground_truth_is_refused_unless_the_user_says_how_to_score_it(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ann = Path("data/annotations/instances_val2017.json")
+    data = json.loads(ann.read_text())
+    data["annotations"][0]["bbox"][2] = 0.0  # zero width: the loader drops it
+    ann.write_text(json.dumps(data))
+    before = run_files()
+    assert main(["evaluate", "fusion/none"]) == 2
+    err = one_line_error(capsys.readouterr().err, "evaluate")
+    assert "1 ground-truth boxes are dropped" in err and "eval.dropped_gt" in err
+    assert run_files() == before
+    assert main(["evaluate", "fusion/none", "--set", "eval.dropped_gt=ignore"]) == 0
+    meta = json.loads((RUN / "metrics.json").read_text())["meta"]
+    assert meta["ground_truth"]["dropped_at_load"] == 1
+    assert meta["ground_truth"]["dropped_gt"] == "ignore"
