@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from study.errors import ConfigError, StudyError
 from study.eval.coco_eval import autocast_context, decoder_of
-from study.eval.postprocess import postprocess, postprocess_batched
+from study.eval.postprocess import _kept, _scored, postprocess, postprocess_batched
 from study.eval.sizes import check_sizes
 from study.utils import atomic_path, provenance
 
@@ -97,15 +97,8 @@ def bench_settings(params: dict[str, Any], overrides: Sequence[str] = ()) -> dic
     if unknown:
         raise ConfigError(f"params `bench`: unknown keys {unknown}; valid: {sorted(DEFAULTS)}")
     for key in ("runs", "rounds", "images", "throughput_batch", "throughput_runs", "candidates"):
-        _positive_int(settings, key)
-    if isinstance(settings["warmup"], bool) or not isinstance(settings["warmup"], int):
-        raise ConfigError(
-            f"params bench.warmup: expected an integer >= 0, got {settings['warmup']!r}"
-        )
-    if settings["warmup"] < 0:
-        raise ConfigError(
-            f"params bench.warmup: expected an integer >= 0, got {settings['warmup']}"
-        )
+        _int_at_least(key, settings[key], 1)
+    _int_at_least("warmup", settings["warmup"], 0)
     if settings["rounds"] > settings["runs"]:
         raise ConfigError("params bench.rounds: cannot exceed bench.runs")
     for key, valid in (("dtypes", DTYPES), ("modes", MODES)):
@@ -123,10 +116,9 @@ def bench_settings(params: dict[str, Any], overrides: Sequence[str] = ()) -> dic
     return settings
 
 
-def _positive_int(settings: dict[str, Any], key: str) -> None:
-    value = settings[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"params bench.{key}: expected an integer >= 1, got {value!r}")
+def _int_at_least(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"params bench.{key}: expected an integer >= {minimum}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- models
@@ -175,7 +167,8 @@ def load_subjects(
     settings: dict[str, Any],
     device: torch.device,
 ) -> tuple[list[Subject], dict[str, Any]]:
-    """The models to time, on ``device`` in eval mode, and the config the images come from."""
+    """The models to time, on ``device`` in eval mode, and the config the images come from
+    (:func:`run_bench` loads them on the CPU and moves them once, to ``eval.device``)."""
     from study.config import load_experiment, load_params
     from study.pipeline import EXPERIMENTS, load_weights, run_paths
 
@@ -275,6 +268,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _mark_step(device: torch.device) -> None:
+    """A new CUDA-graph step (a compiled ``reduce-overhead`` function may reuse its outputs)."""
+    if device.type == "cuda" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def _to_input(x: Tensor, device: torch.device) -> Tensor:
+    """A batch of images on ``device``, channels_last on CUDA (as the models are there)."""
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def _nms(nms: Callable[..., Any], pred: Tensor, ev: dict[str, Any]) -> list[dict[str, Tensor]]:
+    """``nms`` (postprocess or postprocess_batched) with the ``eval`` thresholds and cap."""
+    return nms(pred, ev["conf_thresh"], ev["nms_thresh"], ev.get("max_dets"))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (q in 0..100), as numpy's default."""
     ordered = sorted(values)
@@ -319,8 +329,7 @@ def time_image(
 ) -> tuple[float, float, float]:
     """(forward, decode, NMS) milliseconds for one batch-1 image."""
     fns = subject.fns
-    if device.type == "cuda" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
-        torch.compiler.cudagraph_mark_step_begin()
+    _mark_step(device)
     _sync(device)
     t0 = time.perf_counter()
     with autocast_context(device, amp):
@@ -331,12 +340,7 @@ def time_image(
         pred = fns["decode"](raw)
     _sync(device)
     t2 = time.perf_counter()
-    fns["nms"](
-        pred if nms_input is None else nms_input,
-        ev["conf_thresh"],
-        ev["nms_thresh"],
-        ev["max_dets"],
-    )
+    _nms(fns["nms"], pred if nms_input is None else nms_input, ev)
     _sync(device)
     t3 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
@@ -354,10 +358,9 @@ def _candidates(
     with torch.inference_mode(), autocast_context(device, amp):
         pred = decoder_of(subject.model).decode(subject.model(x))
     src = pred if nms_input is None else nms_input
-    scores = src[..., 4].float() * src[..., 5:].float().max(-1).values
-    conf = float(ev["conf_thresh"])
-    dets = postprocess(src, conf, float(ev["nms_thresh"]), ev["max_dets"])
-    return int((scores >= conf).sum()), len(dets[0]["scores"])
+    boxes, scores, _ = _scored(src)
+    dets = _nms(postprocess, src, ev)
+    return int(_kept(boxes, scores, ev["conf_thresh"]).sum()), len(dets[0]["scores"])
 
 
 def throughput(
@@ -372,29 +375,18 @@ def throughput(
 ) -> float:
     """Images per second at ``batch``: forward + decode + NMS, after one untimed batch."""
     reps = math.ceil(batch / len(images))
-    x = images.repeat(reps, 1, 1, 1)[:batch].to(device)
-    nms_batch = None
-    if nms_inputs is not None:
-        stacked = torch.cat(nms_inputs * reps)[:batch].to(device)
-        nms_batch = stacked
+    x = _to_input(images.repeat(reps, 1, 1, 1)[:batch], device)
+    nms_batch = None if nms_inputs is None else torch.cat(nms_inputs * reps)[:batch].to(device)
     fns = subject.fns  # the mode's functions (a compiled one compiles for the batch shape once)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
     elapsed = 0.0
     with torch.inference_mode():
         for i in range(runs + 1):
-            if device.type == "cuda" and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
-                torch.compiler.cudagraph_mark_step_begin()
+            _mark_step(device)
             _sync(device)
             t0 = time.perf_counter()
             with autocast_context(device, amp):
                 pred = fns["decode"](fns["forward"](x))
-            fns["nms"](
-                pred if nms_batch is None else nms_batch,
-                ev["conf_thresh"],
-                ev["nms_thresh"],
-                ev["max_dets"],
-            )
+            _nms(fns["nms"], pred if nms_batch is None else nms_batch, ev)
             _sync(device)
             if i:
                 elapsed += time.perf_counter() - t0
@@ -419,9 +411,7 @@ def bench_setting(
     amp = DTYPES[dtype]
     n = len(images)
     per_round = math.ceil(settings["runs"] / settings["rounds"])
-    xs = [images[i : i + 1].to(device) for i in range(n)]
-    if device.type == "cuda":
-        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    xs = [_to_input(images[i : i + 1], device) for i in range(n)]
     nms_dev = [c.to(device) for c in nms_inputs] if nms_inputs is not None else None
     times = {
         s.name: {"forward": [], "decode": [], "nms": [], "total": [], "round": []} for s in subjects
@@ -508,15 +498,12 @@ def overhead_rows(
     """Each model's median total (and forward) latency over the reference's, overall and per
     round, with the rounds' spread."""
     ref = times[reference]
+    ref_rounds = _round_medians(ref, rounds)
     rows = []
     for name, t in times.items():
         if name == reference:
             continue
-        per_round = []
-        for r in range(rounds):
-            a = [v for v, k in zip(t["total"], t["round"], strict=True) if k == r]
-            b = [v for v, k in zip(ref["total"], ref["round"], strict=True) if k == r]
-            per_round.append(statistics.median(a) / statistics.median(b))
+        per_round = [a / b for a, b in zip(_round_medians(t, rounds), ref_rounds, strict=True)]
         rows.append(
             {
                 "model": name,
@@ -532,6 +519,14 @@ def overhead_rows(
             }
         )
     return rows
+
+
+def _round_medians(t: dict[str, list[float]], rounds: int) -> list[float]:
+    """The median total latency of each round."""
+    return [
+        statistics.median(v for v, k in zip(t["total"], t["round"], strict=True) if k == r)
+        for r in range(rounds)
+    ]
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -553,8 +548,7 @@ def run_bench(
 
     params = load_params(params_path) if Path(params_path).is_file() else {}
     settings = bench_settings(params, overrides)
-    device = pick_device("auto")
-    subjects, cfg = load_subjects(params_path, experiments, profile, settings, device)
+    subjects, cfg = load_subjects(params_path, experiments, profile, settings, torch.device("cpu"))
     device = pick_device(cfg["eval"]["device"])
     for s in subjects:
         s.model.to(device).eval()

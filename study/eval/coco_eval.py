@@ -158,14 +158,20 @@ def run_inference(
     return _infer(model, dataset, cfg_eval, torch.device(device), workers, amp, collate_fn)[0]
 
 
-def _empty_results(coco_gt: COCO) -> COCO:
-    """A results object with no detections (``COCO.loadRes`` fails on an empty list)."""
-    dt = COCO()
-    dt.dataset = {
+def _empty_dataset(coco_gt: COCO) -> dict[str, Any]:
+    """The dataset dict of a results object with no detections: the ground truth's images and
+    categories, no annotations."""
+    return {
         "images": list(coco_gt.dataset.get("images", [])),
         "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
         "annotations": [],
     }
+
+
+def _empty_results(coco_gt: COCO) -> COCO:
+    """A results object with no detections (``COCO.loadRes`` fails on an empty list)."""
+    dt = COCO()
+    dt.dataset = _empty_dataset(coco_gt)
     dt.createIndex()
     return dt
 
@@ -220,7 +226,7 @@ def _evaluator(coco_gt: COCO, results: list[dict[str, Any]], backend: str) -> An
             raise StudyError(f"detections do not match the annotation file: {exc}") from None
     else:
         dt = FasterCOCO()
-        dt.dataset = {**_empty_results(coco_gt).dataset}
+        dt.dataset = _empty_dataset(coco_gt)
         dt.createIndex()
     return COCOeval_faster(gt, dt, "bbox", print_function=print)
 

@@ -80,7 +80,7 @@ def test_fixed_candidates_are_shared_and_pass_the_threshold() -> None:
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     scores = a[0][0, :, 4] * a[0][0, :, 5:].max(-1).values
     assert (scores >= 0.001).all()
-    assert 0 < len(postprocess(a[0])[0]["scores"]) <= 100
+    assert 0 < len(postprocess(a[0])[0]["scores"]) < 200  # NMS removes some, keeps some
 
 
 def test_flops_of_one_convolution() -> None:
