@@ -311,3 +311,21 @@ def test_test_sizes_and_bench_end_to_end(
     over = pd.read_csv("results/bench_overhead.csv")
     assert list(over["model"]) == ["fusion/asff"] * 2 and (over["reference"] == "fusion/none").all()
     assert (over["ratio_round_min"] <= over["ratio_round_max"]).all()
+
+
+def test_data_check_lists_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from study.data.synthetic import MIN_IMG_SIZE, generate
+
+    generate(tmp_path, num_train=2, num_val=2, img_size=MIN_IMG_SIZE, seed=0)
+    assert main(["data", "check", str(tmp_path)]) == 0
+    assert "train2017" in capsys.readouterr().out
+    ann = tmp_path / "annotations" / "instances_val2017.json"
+    data = json.loads(ann.read_text())
+    data["images"][1]["id"] = data["images"][0]["id"]  # two files merged: colliding image ids
+    data["annotations"][0].pop("area")
+    ann.write_text(json.dumps(data))
+    assert main(["data", "check", str(tmp_path), "--split", "val2017"]) == 2
+    out = capsys.readouterr().out
+    assert "duplicate" in out and "area" in out and "train2017" not in out

@@ -233,3 +233,37 @@ def test_dropped_ground_truth_is_refused_unless_the_user_says_how_to_score_it(
     meta = json.loads((RUN / "metrics.json").read_text())["meta"]
     assert meta["ground_truth"]["dropped_at_load"] == 1
     assert meta["ground_truth"]["dropped_gt"] == "ignore"
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed results
+# ---------------------------------------------------------------------------------------------
+
+
+def test_committed_results_name_clean_commits_and_carry_their_detections() -> None:
+    """Every committed result file records a clean git revision (no `-dirty`), and every
+    committed metrics file has its detections beside it, so `study verify` can re-score it."""
+    import pandas as pd
+
+    results = REPO / "results"
+    metrics = sorted(results.glob("*/*/seed*/metrics.json"))
+    metrics += sorted(results.glob("*/*/seed*/test_sizes/s*.json"))
+    if not metrics:
+        pytest.skip("no committed results in this checkout")
+    revisions: dict[str, str] = {}
+    for path in metrics:
+        meta = json.loads(path.read_text())["meta"]
+        revisions[str(path)] = meta["provenance"]["git_revision"]
+        assert (path.parent / meta["detections"]).is_file(), path
+    for path in sorted(results.glob("*/*/seed*/train_summary.json")):
+        revisions[str(path)] = json.loads(path.read_text())["provenance"]["git_revision"]
+    for path in sorted(results.glob("*/*/seed*/analysis/summary.json")):
+        revisions[str(path)] = json.loads(path.read_text())["meta"]["git_revision"]
+    for name in ("bench.csv", "bench_overhead.csv"):
+        for row, rev in enumerate(pd.read_csv(results / name)["git_revision"]):
+            revisions[f"{name} row {row}"] = rev
+    revisions["tables"] = json.loads((results / "tables/provenance.json").read_text())[
+        "git_revision"
+    ]
+    dirty = {k: v for k, v in revisions.items() if v.endswith("-dirty") or v == "unknown"}
+    assert not dirty
