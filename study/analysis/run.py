@@ -236,7 +236,7 @@ def analyze_run(
     """Analyse one (experiment, seed) run; returns the files written."""
     from study.data import collate
     from study.engine.loss import build_criterion
-    from study.pipeline import eval_dataset, load_weights
+    from study.pipeline import check_classes, eval_dataset, load_weights
 
     settings = check_settings(settings, source)
     ckpts = checkpoints(paths, int(cfg["train"]["epochs"]))
@@ -252,12 +252,8 @@ def analyze_run(
     maps: dict[str, np.ndarray] = {}
     has_weights = False
     for label, frac, weights_path in ckpts:
-        model, _ = load_weights(weights_path, device)
-        if model.num_classes != dataset.num_classes:
-            raise StudyError(
-                f"{weights_path}: weights have {model.num_classes} classes, dataset "
-                f"{dataset.ann_file} has {dataset.num_classes}"
-            )
+        model, blob = load_weights(weights_path, device)
+        check_classes(blob, weights_path, dataset)
         criterion = build_criterion(model, tc).to(device)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         samples, records = analyze_checkpoint(model, criterion, loader, device, label)
