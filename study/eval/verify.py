@@ -44,8 +44,13 @@ def metrics_files(results: Path, runs: Sequence[str] = ()) -> list[Path]:
 
 
 def detections_of(metrics_path: Path, meta: dict[str, Any]) -> Path:
-    """The detections file a metrics file was scored from (named in its meta)."""
-    return metrics_path.parent / str(meta.get("detections") or DETECTIONS)
+    """The detections file a metrics file was scored from: named in its meta, or, for a file
+    written before the detections were committed with it, the plain ``detections.json`` beside
+    it (the layout of that time) when there is one."""
+    if meta.get("detections"):
+        return metrics_path.parent / str(meta["detections"])
+    legacy = metrics_path.parent / "detections.json"
+    return legacy if legacy.is_file() else metrics_path.parent / DETECTIONS
 
 
 class _GroundTruth:
