@@ -207,7 +207,11 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     assert names == sorted(
         [f"{t}.{ext}" for t in tables for ext in ("md", "tex", "csv")]
         + ["runs.csv", "metrics.json", "speed_accuracy.png", "speed_accuracy.svg"]
+        + ["provenance.json"]
     )
+    prov = json.loads((results / "tables" / "provenance.json").read_text())
+    assert prov["stage"] == "study report" and len(prov["params_sha256"]) == 16
+    assert prov["threads"] >= 1 and str(results / "tables" / "fusion.md") in prov["files"]
     tex = (results / "tables" / "fusion.tex").read_text()
     assert r"\toprule" in tex and r"$\pm$" in tex and "profile test" in tex
     compact = json.loads((results / "metrics.json").read_text())
