@@ -40,32 +40,10 @@ def _set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
-    from study.config import deep_merge, load_experiment, parse_override
-    from study.pipeline import check_dataset_param, experiment_name, experiment_path
+    """The run's merged config: the experiment at ``--seed`` under the profile, with ``--set``."""
+    from study.config import resolve_run
 
-    overrides: dict[str, Any] = {}
-    for text in args.overrides:
-        overrides = deep_merge(overrides, parse_override(text))
-    if args.seed is not None:
-        overrides = deep_merge(overrides, {"train": {"seed": args.seed}})
-    path = experiment_path(args.experiment)
-    cfg = load_experiment(path, args.profile, args.params, overrides, experiment_name(path))
-    from study.errors import ConfigError
-    from study.models import available
-
-    if cfg["model"]["name"] not in available():
-        raise ConfigError(
-            f"{path}: model.name {cfg['model']['name']!r} is not a registered "
-            f"variant; available: {', '.join(available())}"
-        )
-    if cfg["model"]["fusion"] is not None or cfg["model"]["fusion_args"]:
-        from study.models import model_spec
-        from study.models.fusions import check_fusion_args
-
-        fusion = cfg["model"]["fusion"] or model_spec(cfg["model"]["name"])["fusion"]
-        check_fusion_args(fusion, cfg["model"]["fusion_args"], f"{path}: model.fusion_args")
-    check_dataset_param(cfg, args.params, explicit_profile=args.profile is not None)
-    return cfg
+    return resolve_run(args.experiment, args.seed, args.profile, args.params, args.overrides)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -75,7 +53,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         text, ok = run_data_check(args.root, args.split, images=not args.no_images)
         print(text)
         return 0 if ok else 2
-    from study.pipeline import make_data
+    from study.stages.data import make_data
 
     make_data(args.params, Path(args.out) if args.out else None)
     return 0
@@ -89,15 +67,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from study.pipeline import train
+def cmd_configure(args: argparse.Namespace) -> int:
+    from study.stages.configure import configure
 
-    train(load_cfg(args), max_iters=args.max_iters)
+    written = configure(args.params, Path(args.out))
+    print(f"{len(written)} config files under {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from study.stages.train import train
+
+    train(load_cfg(args), max_iters=args.max_iters, force=args.force)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from study.pipeline import evaluate
+    from study.stages.evaluate import evaluate
 
     metrics = evaluate(
         load_cfg(args),
@@ -117,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from study.pipeline import bench
+    from study.stages.bench import bench
 
     for path in bench(args.params, args.experiments, args.profile, args.overrides, Path(args.out)):
         print(path)
@@ -125,7 +111,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from study.pipeline import analyze
+    from study.stages.analyze import analyze
 
     for path in analyze(load_cfg(args), args.params):
         print(path)
@@ -133,7 +119,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    from study.pipeline import notebooks
+    from study.stages.notebooks import notebooks
 
     for path in notebooks(Path(args.notebooks), Path(args.results), Path(args.out)):
         print(path)
@@ -141,7 +127,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from study.pipeline import report
+    from study.stages.report import report
 
     for path in report(args.params, Path(args.results)):
         print(path)
@@ -149,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:
-    from study.pipeline import import_official
+    from study.stages.official import import_official
 
     out = import_official(
         Path(args.checkpoint),
@@ -172,11 +158,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="study", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_data(sub: Any) -> None:
     p = sub.add_parser(
         "data",
         help="generate the built-in synthetic dataset (COCO layout); `study data check ROOT` "
@@ -197,11 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-images", action="store_true", help="check the annotation files only, not the images"
     )
 
-    p = sub.add_parser("train", help="train one experiment (resumes from runs/<name>/last.pt)")
+
+def _add_configure(sub: Any) -> None:
+    p = sub.add_parser(
+        "configure",
+        help="resolve every run of the study (params fusions x seeds, table1 x table1_seeds) "
+        "into configs/<experiment>/seed<k>/train.yaml (what can change the weights) and "
+        "eval.yaml (what the evaluation reads): what DVC tracks for each run",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file with the profiles")
+    p.add_argument("--out", default="configs", help="folder of the resolved configs")
+    p.set_defaults(func=cmd_configure)
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one experiment (resumes from runs/<name>/last.pt; a run already complete "
+        "with the same training config is left as it is)",
+    )
     _experiment_args(p)
     p.add_argument("--max-iters", type=int, default=None, help="stop after N iterations (tests)")
+    p.add_argument("--force", action="store_true", help="retrain a run that is already complete")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="COCO AP by object size -> results/<name>/metrics.json")
     _experiment_args(p)
     p.add_argument("--weights", default=None, help="weights file (default: models/<name>.pt)")
@@ -217,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_bench(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
         help="latency (forward, decode, NMS), throughput, FLOPs of the study's models at the "
@@ -242,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
+
+def _add_analyze(sub: Any) -> None:
     p = sub.add_parser(
         "analyze",
         help="gradient consistency and fusion weights of a trained run (params `analysis`) "
@@ -250,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(p)
     p.set_defaults(func=cmd_analyze)
 
+
+def _add_notebooks(sub: Any) -> None:
     p = sub.add_parser(
         "notebooks", help="execute notebooks/*.ipynb on a results folder (ipynb + html)"
     )
@@ -258,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/notebooks", help="executed notebooks and HTML")
     p.set_defaults(func=cmd_notebooks)
 
+
+def _add_verify(sub: Any) -> None:
     p = sub.add_parser(
         "verify",
         help="re-score every committed detections file with plain pycocotools and compare with "
@@ -271,11 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_verify)
 
+
+def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="comparison tables -> results/tables/")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--results", default="results")
     p.set_defaults(func=cmd_report)
 
+
+def _add_import_official(sub: Any) -> None:
     p = sub.add_parser(
         "import-official", help="load an official ASFF .pth into this project's model"
     )
@@ -295,9 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_import_official)
 
+
+def _add_models(sub: Any) -> None:
     p = sub.add_parser("models", help="list registered model variants and their sizes")
     p.add_argument("--num-classes", type=int, default=80)
     p.set_defaults(func=cmd_models)
+
+
+COMMANDS = (
+    _add_data,
+    _add_configure,
+    _add_train,
+    _add_evaluate,
+    _add_bench,
+    _add_analyze,
+    _add_notebooks,
+    _add_verify,
+    _add_report,
+    _add_import_official,
+    _add_models,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

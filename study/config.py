@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from study.errors import ConfigError
+from study.runs import experiment_name, experiment_path
 
 BASE_KEY = "_base_"
 DEFAULT_PARAMS = "params.yaml"
@@ -130,7 +131,6 @@ RULES: dict[str, Rule] = {
     "train.amp": Rule(choices=("auto", "off", "bf16", "fp16")),
     "train.channels_last": Rule(types=("str", "bool"), choices=("auto",)),
     "train.checkpoint_every": _POSITIVE,
-    "train.eval_every": _NON_NEGATIVE,
     "train.log_every": _POSITIVE,
     "train.grad_clip": _NON_NEGATIVE,
     "train.ema.ramp": Rule(types=("float",)),
@@ -285,6 +285,22 @@ def check_keys(
     return out
 
 
+def check_size_list(values: Any, where: str, source: str) -> list[int]:
+    """``values`` as a list of input sizes (``eval.test_sizes``, ``bench.sizes``), returned sorted
+    without repeats: a non-empty list of integers that each pass the size rule of :data:`RULES`
+    (>= 1 and a multiple of 32, the coarsest stride). A failure is the ConfigError the config
+    checks raise, naming ``source`` and the item (``source: where[1] must be a multiple of 32,
+    got 100``)."""
+    if isinstance(values, tuple):
+        values = list(values)
+    values = _check_value(values, Rule(types=("list",)), ("list",), where, source)
+    if not values:
+        raise ConfigError(f"{source}: {where} must be a non-empty list, got []")
+    return sorted(
+        {_check_value(v, _SIZE, ("int",), f"{where}[{i}]", source) for i, v in enumerate(values)}
+    )
+
+
 def _load_with_bases(
     path: Path, seen: tuple[Path, ...] = ()
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -310,10 +326,16 @@ def profile_overrides(
     params: dict[str, Any], profile: str | None, params_path: str
 ) -> tuple[str, dict[str, Any]]:
     """The profile's name and its overrides: ``profile``, else params' ``profile:``, else
-    ``default``. An undefined name is a ConfigError naming the params file and the defined ones."""
+    ``default`` when the key is absent. An undefined name, or a ``profile:`` key left empty, is a
+    ConfigError naming the params file and the defined ones."""
     profiles = params.get("profiles") or {}
     if not isinstance(profiles, dict):
         raise ConfigError(f"{params_path}: profiles must be a mapping, got {_show(profiles)}")
+    if profile is None and "profile" in params and params["profile"] in (None, ""):
+        raise ConfigError(
+            f"{params_path}: `profile:` is empty; name one of the defined profiles "
+            f"({', '.join(map(str, profiles))}) or remove the key for `default`"
+        )
     name = profile or params.get("profile") or "default"
     if name not in profiles:
         origin = " (its `profile:` key)" if not profile and params.get("profile") else ""
@@ -376,3 +398,38 @@ def parse_override(text: str) -> dict[str, Any]:
         parsed = float(parsed)
     cur[parts[-1]] = parsed
     return node
+
+
+def check_dataset_param(cfg: dict[str, Any], params_path: str, explicit_profile: bool) -> None:
+    """params.yaml's top-level ``dataset`` (what dvc.yaml declares as the data dependency) must
+    be the folder the active profile reads, or DVC would track the wrong data."""
+    if explicit_profile or not Path(params_path).is_file():
+        return
+    dataset = load_params(params_path).get("dataset")
+    if dataset is not None and Path(dataset) != Path(cfg["data"]["root"]):
+        raise ConfigError(
+            f"{params_path}: profile {cfg['profile']!r} reads data.root={cfg['data']['root']!r} "
+            f"but `dataset` is {dataset!r}; set both, e.g. "
+            f"dvc exp run -S profile={cfg['profile']} -S dataset={cfg['data']['root']}"
+        )
+
+
+def resolve_run(
+    experiment: str,
+    seed: int | None = None,
+    profile: str | None = None,
+    params_path: str = DEFAULT_PARAMS,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The merged config of one run: experiment ``experiment`` (a name below experiments/ or a
+    YAML path) at ``seed``, under ``profile`` of ``params_path``, with ``--set`` ``overrides``.
+    The command line and ``study configure`` both resolve runs here."""
+    merged: dict[str, Any] = {}
+    for text in overrides:
+        merged = deep_merge(merged, parse_override(text))
+    if seed is not None:
+        merged = deep_merge(merged, {"train": {"seed": seed}})
+    path = experiment_path(experiment)
+    cfg = load_experiment(path, profile, params_path, merged, experiment_name(path))
+    check_dataset_param(cfg, params_path, explicit_profile=profile is not None)
+    return cfg

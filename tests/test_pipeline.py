@@ -1,4 +1,5 @@
-"""The DVC pipeline's wiring: dvc.yaml, params.yaml, experiments/ and study/pipeline.py agree."""
+"""The DVC pipeline's wiring: dvc.yaml, params.yaml, experiments/ and study/runs.py agree (which
+code each stage depends on: tests/test_dependencies.py)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from study.config import load_experiment, read_yaml
+from study.config import check_dataset_param, load_experiment, read_yaml
 from study.engine.schedule import LR_SCHEDULES, multiscale_sizes
 from study.errors import ConfigError
 from study.models import available
 from study.models.fusions import FUSIONS
-from study.pipeline import (
-    MODELS,
-    RESULTS,
-    RUNS,
-    check_dataset_param,
-    experiment_name,
-    experiment_path,
-    run_paths,
-)
+from study.runs import CONFIGS, MODELS, RESULTS, RUNS, experiment_name, experiment_path, run_paths
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_PATH = REPO / "params.yaml"
@@ -69,9 +62,14 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
         assert body["cmd"].startswith(
             f"study {stage} {group}/${{item.{key}}} --seed ${{item.seed}}"
         )
-        assert "profiles.${profile}" in body["params"]
+        assert "params" not in body  # the resolved config files stand for params.yaml
     assert STAGES[f"evaluate-{group}"]["cmd"].endswith(" --test-sizes")
     run = f"{group}/${{item.{key}}}/seed${{item.seed}}"
+    assert f"{CONFIGS}/{run}/train.yaml" in STAGES[f"train-{group}"]["deps"]
+    assert f"{CONFIGS}/{run}/eval.yaml" in STAGES[f"evaluate-{group}"]["deps"]
+    for stage in ("train", "evaluate"):  # one part each: a setting of the other reruns nothing
+        other = "eval" if stage == "train" else "train"
+        assert f"{CONFIGS}/{run}/{other}.yaml" not in STAGES[f"{stage}-{group}"]["deps"]
     train = STAGES[f"train-{group}"]
     assert dep_paths(train["outs"]) == [
         f"{MODELS}/{run}.pt",
@@ -98,8 +96,7 @@ def test_speed_stage_times_every_model_in_one_process() -> None:
     settings and lists it reads as params."""
     speed = STAGES["speed"]
     assert speed["cmd"] == "study bench"
-    assert {"models", "study/eval", "study/models", "${dataset}"} <= set(speed["deps"])
-    assert RUN_MODULES <= set(speed["deps"])
+    assert {"models", "experiments", "study/eval/bench.py", "${dataset}"} <= set(speed["deps"])
     assert {"bench", "fusions", "table1", "table1_seeds", "profiles.${profile}"} <= set(
         speed["params"]
     )
@@ -110,43 +107,35 @@ def test_speed_stage_times_every_model_in_one_process() -> None:
     assert set(PARAMS["bench"]) == set(DEFAULTS)
 
 
-def test_fusion_runs_depend_on_their_own_module_and_all_shared_model_code() -> None:
-    """A new or edited fusion module retrains only its own runs, yet every other file of
-    study/models (the code all models share) is a dependency of every fusion run."""
-    models = REPO / "study" / "models"
-    shared = {
-        p.relative_to(REPO).as_posix()
-        for p in models.rglob("*.py")
-        if p.parent != models / "fusions" or p.name in ("__init__.py", "resize.py")
-    }
-    for stage in ("train-fusion", "evaluate-fusion"):
-        deps = set(STAGES[stage]["deps"])
+def test_fusion_runs_depend_on_their_own_strategy_module_only() -> None:
+    """A new or edited fusion module retrains only its own runs; the Table 1 rows use several
+    strategies and depend on all of them."""
+    for stage in ("train-fusion", "evaluate-fusion", "analyze-fusion"):
+        deps = STAGES[stage]["deps"]
         assert "study/models/fusions/${item.fusion}.py" in deps
-        assert shared <= deps, (stage, sorted(shared - deps))
         assert "study/models" not in deps and "study/models/fusions" not in deps
-    assert "experiments/fusion/${item.fusion}.yaml" in STAGES["train-fusion"]["deps"]
+        others = [d for d in deps if d.startswith("study/models/fusions/") and "${" not in d]
+        assert others == ["study/models/fusions/__init__.py"], others
+    for stage in ("train-table1", "evaluate-table1"):
+        assert "study/models/fusions" in STAGES[stage]["deps"]
     assert "experiments" not in STAGES["train-fusion"]["deps"]
-    assert {"study/models", "study/data"} <= set(STAGES["evaluate-table1"]["deps"])
 
 
-# The modules that turn an experiment into a run (merged config, paths, seeding, registries):
-# every per-run stage depends on them.
-RUN_MODULES = {f"study/{m}.py" for m in ("cli", "config", "pipeline", "registry", "utils")}
-
-
-@pytest.mark.parametrize(
-    "stage", [f"{s}-{g}" for s in ("train", "evaluate") for g in ("fusion", "table1")]
-)
-def test_per_run_stages_depend_on_the_run_modules(stage: str) -> None:
-    assert RUN_MODULES <= set(STAGES[stage]["deps"])
-    top = {p.relative_to(REPO).as_posix() for p in (REPO / "study").glob("*.py")}
-    plumbing = {"study/__init__.py", "study/__main__.py", "study/errors.py"}
-    assert top - plumbing == RUN_MODULES  # a new top-level module must be placed here
+def test_configure_resolves_every_run_from_the_experiments_and_the_profile() -> None:
+    configure = STAGES["configure"]
+    assert configure["cmd"] == "study configure"
+    assert "experiments" in configure["deps"]
+    assert {"profile", "dataset", "fusions", "seeds", "table1", "table1_seeds"} <= set(
+        configure["params"]
+    )
+    assert "profiles.${profile}" in configure["params"]
+    assert dep_paths(configure["outs"]) == [str(CONFIGS)]
+    assert next(iter(configure["outs"][0].values()))["cache"] is False  # in git, reviewable
 
 
 def test_report_depends_on_every_run_and_its_params() -> None:
     report = STAGES["report"]
-    assert {"results/fusion", "results/table1", "study/report"} <= set(report["deps"])
+    assert {"results/fusion", "results/table1", "study/report/tables.py"} <= set(report["deps"])
     assert set(report["params"]) == {
         "profile",
         "dataset",
@@ -172,8 +161,9 @@ def test_every_fusion_run_is_analysed_from_its_snapshots() -> None:
         f"{MODELS}/{run}.pt",
         f"{MODELS}/fusion/${{item.fusion}}/snapshots/seed${{item.seed}}",
     } <= deps
-    assert {"study/analysis", "study/models", "study/engine/loss.py", "${dataset}"} <= deps
-    assert RUN_MODULES <= deps and "analysis" in analyze["params"]
+    assert {"study/analysis", "study/engine/loss.py", "${dataset}"} <= deps
+    assert {f"{CONFIGS}/{run}/train.yaml", f"{CONFIGS}/{run}/eval.yaml"} <= deps
+    assert analyze["params"] == ["analysis"]
     assert dep_paths(analyze["outs"]) == [f"{RESULTS}/{run}/analysis"]
     notebooks = STAGES["notebooks"]
     assert notebooks["cmd"] == "study notebooks"
@@ -222,6 +212,8 @@ def test_run_paths_of_an_experiment_and_seed(monkeypatch: pytest.MonkeyPatch) ->
     assert paths.results == RESULTS / "fusion" / "asff" / "seed2"
     assert paths.snapshots == MODELS / "fusion" / "asff" / "snapshots" / "seed2"
     assert paths.analysis == RESULTS / "fusion" / "asff" / "seed2" / "analysis"
+    assert paths.train_config == CONFIGS / "fusion" / "asff" / "seed2" / "train.yaml"
+    assert paths.eval_config == CONFIGS / "fusion" / "asff" / "seed2" / "eval.yaml"
 
 
 def test_experiment_name_is_the_path_below_experiments(tmp_path: Path) -> None:

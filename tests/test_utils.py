@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from study.utils import git_revision
+from study.provenance import git_revision
 
 
 def test_git_revision_of_a_checkout_and_of_a_copy(

@@ -1,6 +1,5 @@
-"""Datasets in the COCO layout, the synthetic benchmark, and the train/eval pipelines."""
-
-from typing import Any
+"""Datasets in the COCO layout and the train/eval pipelines. The built-in benchmark
+(``study.data.synthetic``) is imported on its own: training reads its files, not its code."""
 
 from study.data.check import (
     DataReport,
@@ -11,7 +10,14 @@ from study.data.check import (
     format_report,
     run_data_check,
 )
-from study.data.coco import CocoDetection, annotation_file, coco_api, load_coco, load_rgb
+from study.data.coco import (
+    CocoDetection,
+    annotation_file,
+    coco_api,
+    eval_dataset,
+    load_coco,
+    load_rgb,
+)
 from study.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -24,26 +30,9 @@ from study.data.transforms import (
     collate,
 )
 
-_SYNTHETIC = {
-    "SYNTHETIC_CLASSES": "CLASS_NAMES",
-    "generate_synthetic": "generate",
-    "size_bucket": "size_bucket",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so that `python -m study.data.synthetic` runs without a double import.
-    if name in _SYNTHETIC:
-        from study.data import synthetic
-
-        return getattr(synthetic, _SYNTHETIC[name])
-    raise AttributeError(f"module 'study.data' has no attribute {name!r}")
-
-
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "SYNTHETIC_CLASSES",
     "CocoDetection",
     "DataReport",
     "EvalTransform",
@@ -59,10 +48,9 @@ __all__ = [
     "check_images",
     "coco_api",
     "collate",
+    "eval_dataset",
     "format_report",
-    "generate_synthetic",
     "load_coco",
     "load_rgb",
     "run_data_check",
-    "size_bucket",
 ]

@@ -246,3 +246,16 @@ class CocoDetection(Dataset):
             f"CocoDetection({str(self.root)!r}, {self.split!r}: {len(self)} images, "
             f"{self.num_classes} classes)"
         )
+
+
+def eval_dataset(cfg: dict[str, Any], split: str | None = None) -> CocoDetection:
+    """A run's validation split (or ``split``) with the test-time transforms of its ``eval``."""
+    from study.data.transforms import build_eval_transforms
+
+    ev, dc = cfg["eval"], cfg["data"]
+    return CocoDetection(
+        dc["root"],
+        split or dc["val_split"],
+        transforms=build_eval_transforms(ev["img_size"], ev["protocol"]),
+        max_images=dc["max_images"],
+    )

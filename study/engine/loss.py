@@ -93,6 +93,78 @@ def _as_plain(t: Tensor | Sequence[float], device: torch.device, dtype: torch.dt
     return t.to(device=device, dtype=dtype)
 
 
+class _Targets(NamedTuple):
+    """The batch's ground truths, concatenated over images, and their best predefined anchor."""
+
+    xyxy: Tensor  # (N, 4) boxes in input pixels
+    cxcywh: Tensor  # (N, 4) the same boxes as centre and size
+    labels: Tensor  # (N,) int64
+    weights: Tensor  # (N,) mixup ratio
+    image: Tensor  # (N,) index of the image in the batch
+    best_iou: Tensor  # (N,) w/h IoU with the best of the nine anchors
+    level: Tensor  # (N,) the level of that anchor
+    slot: Tensor  # (N,) its slot within the level
+    per_image: list[Tensor]  # per image, the indices of its targets
+
+
+class _Positives(NamedTuple):
+    """One level's positives after de-duplication: cell, slot and the assigned target."""
+
+    b: Tensor  # image index
+    slot: Tensor  # anchor slot (the anchor-free slot where its prior fits better)
+    j: Tensor  # cell row
+    i: Tensor  # cell column
+    k: Tensor  # index into the concatenated targets
+    cx: Tensor  # target centre x in input pixels
+    cy: Tensor  # target centre y in input pixels
+    wh: Tensor  # (P, 2) target size in input pixels
+
+
+def _decode(raw: Tensor, prior_wh: Tensor, stride: float) -> Tensor:
+    """Decoded boxes ``(B, A, H, W, 4)`` (cx, cy, w, h) in input pixels; w/h keep the prior's
+    gradient."""
+    grid_h, grid_w = raw.shape[2:4]
+    grid_y, grid_x = torch.meshgrid(
+        torch.arange(grid_h, device=raw.device, dtype=raw.dtype),
+        torch.arange(grid_w, device=raw.device, dtype=raw.dtype),
+        indexing="ij",
+    )
+    return torch.stack(
+        (
+            (torch.sigmoid(raw[..., 0]) + grid_x) * stride,
+            (torch.sigmoid(raw[..., 1]) + grid_y) * stride,
+            torch.exp(raw[..., 2]) * prior_wh[..., 0],
+            torch.exp(raw[..., 3]) * prior_wh[..., 1],
+        ),
+        dim=-1,
+    )
+
+
+def _shape_loss(
+    prior_wh: Tensor,
+    cells: tuple[Tensor, Tensor, Tensor, Tensor],
+    wh: Tensor,
+    free: int,
+    shape: tuple[int, ...],
+) -> Tensor:
+    """Guided-anchor shape loss ``1 - IoU^2`` (w/h only) of the priors at each target's slot
+    and at the anchor-free slot ``free`` of its cell; a later target wins a shared prior.
+
+    ``cells`` is ``(b, a, j, i)``: image, assigned slot, cell row and column per target;
+    ``shape`` is the level's ``(B, A, H, W)``.
+    """
+    b, a, j, i = cells
+    _, n_slots, grid_h, grid_w = shape
+    eb = torch.stack((b, b), 1).reshape(-1)
+    es = torch.stack((a, torch.full_like(a, free)), 1).reshape(-1)
+    ej = torch.stack((j, j), 1).reshape(-1)
+    ei = torch.stack((i, i), 1).reshape(-1)
+    ewh = wh.repeat_interleave(2, dim=0)
+    keep = last_unique(((eb * n_slots + es) * grid_h + ej) * grid_w + ei)
+    shape_iou = wh_iou(prior_wh[eb[keep], es[keep], ej[keep], ei[keep]], ewh[keep])
+    return (1.0 - shape_iou**2).sum()
+
+
 class YOLOLoss(nn.Module):
     """Loss of the YOLOv3 head and the guided-anchoring (anchor-free slot) head of ASFF.
 
@@ -215,150 +287,138 @@ class YOLOLoss(nn.Module):
         gt_level = self.level_of.to(device)[best_n]
         gt_slot = self.slot_of.to(device)[best_n]
         per_image = [torch.nonzero(gt_image == b).squeeze(1) for b in range(batch)]
+        gt = _Targets(
+            gt_xyxy,
+            gt_cxcywh,
+            gt_labels,
+            gt_weights,
+            gt_image,
+            best_iou,
+            gt_level,
+            gt_slot,
+            per_image,
+        )
+        return [self._level_loss(out, level, gt, img_area) for level, out in enumerate(outputs)]
 
-        levels = []
-        for level, out in enumerate(outputs):
-            level_loss = self._level_loss(
-                out,
-                level,
-                gt_xyxy,
-                gt_cxcywh,
-                gt_labels,
-                gt_weights,
-                gt_image,
-                best_iou,
-                gt_level,
-                gt_slot,
-                per_image,
-                img_area,
-            )
-            levels.append(level_loss)
-        return levels
-
-    def _level_loss(
-        self,
-        out: LevelOutput,
-        level: int,
-        gt_xyxy: Tensor,
-        gt_cxcywh: Tensor,
-        gt_labels: Tensor,
-        gt_weights: Tensor,
-        gt_image: Tensor,
-        best_iou: Tensor,
-        gt_level: Tensor,
-        gt_slot: Tensor,
-        per_image: list[Tensor],
-        img_area: float,
-    ) -> LevelLoss:
+    def _level_loss(self, out: LevelOutput, level: int, gt: _Targets, img_area: float) -> LevelLoss:
         """The five (un-normalised) loss terms of one level and its assignment."""
         raw = out.raw.float()
         prior_wh = out.anchor_wh.float()
         stride = float(out.stride)
-        batch, n_slots, grid_h, grid_w, n_ch = raw.shape
+        _, _, _, _, n_ch = raw.shape  # (B, A, H, W, 5 + C)
         if n_ch != 5 + self.num_classes:
             raise ValueError(f"raw has {n_ch} channels, expected {5 + self.num_classes}")
         device = raw.device
         zero = torch.zeros((), device=device)
 
-        # Decoded boxes (cx, cy, w, h) in input pixels; w/h keep the prior's gradient.
-        grid_y, grid_x = torch.meshgrid(
-            torch.arange(grid_h, device=device, dtype=raw.dtype),
-            torch.arange(grid_w, device=device, dtype=raw.dtype),
-            indexing="ij",
-        )
-        pred_cxcywh = torch.stack(
-            (
-                (torch.sigmoid(raw[..., 0]) + grid_x) * stride,
-                (torch.sigmoid(raw[..., 1]) + grid_y) * stride,
-                torch.exp(raw[..., 2]) * prior_wh[..., 0],
-                torch.exp(raw[..., 3]) * prior_wh[..., 1],
-            ),
-            dim=-1,
-        )
-
-        # Objectness weights: ignore negatives that already overlap a ground truth well.
-        obj_weight = torch.ones(raw.shape[:4], device=device)
-        pred_xyxy_det = box_convert(pred_cxcywh.detach(), "cxcywh", "xyxy")
-        for b, idx in enumerate(per_image):
-            if idx.numel():
-                best = box_iou(pred_xyxy_det[b].reshape(-1, 4), gt_xyxy[idx]).max(dim=1).values
-                obj_weight[b] = (best <= self.ignore_thresh).reshape(obj_weight.shape[1:]).float()
+        pred_cxcywh = _decode(raw, prior_wh, stride)
+        obj_weight = self._ignore_weight(pred_cxcywh, gt)
         obj_target = torch.zeros_like(obj_weight)
         gt_index = torch.full(raw.shape[:4], -1, dtype=torch.long, device=device)
 
-        sel = torch.nonzero(gt_level == level).squeeze(1)
+        sel = torch.nonzero(gt.level == level).squeeze(1)
         # 0 * sum keeps every level's guide_wh in the graph (DDP needs a gradient for it).
         anchor0 = prior_wh.sum() * 0.0 if prior_wh.requires_grad else zero
         terms = {"anchor": anchor0, "iou": zero, "l1": zero, "cls": zero}
         if sel.numel():
-            b = gt_image[sel]
-            cx, cy = gt_cxcywh[sel, 0], gt_cxcywh[sel, 1]
-            i = (cx / stride).long().clamp(0, grid_w - 1)
-            j = (cy / stride).long().clamp(0, grid_h - 1)
-            a = gt_slot[sel]
-            wh = gt_cxcywh[sel, 2:]
-            free = n_slots - 1
-            if out.anchor_free:
-                free_iou = wh_iou(wh, prior_wh[b, free, j, i].detach())
-                aa = torch.where(free_iou > best_iou[sel], torch.full_like(a, free), a)
-                # Guided-anchor shape loss at slot a and the anchor-free slot of each cell.
-                eb = torch.stack((b, b), 1).reshape(-1)
-                es = torch.stack((a, torch.full_like(a, free)), 1).reshape(-1)
-                ej = torch.stack((j, j), 1).reshape(-1)
-                ei = torch.stack((i, i), 1).reshape(-1)
-                ewh = wh.repeat_interleave(2, dim=0)
-                keep = last_unique(((eb * n_slots + es) * grid_h + ej) * grid_w + ei)
-                shape_iou = wh_iou(prior_wh[eb[keep], es[keep], ej[keep], ei[keep]], ewh[keep])
-                terms["anchor"] = (1.0 - shape_iou**2).sum()
-            else:
-                aa = a
+            pos, shape_loss = self._assign(out.anchor_free, prior_wh, stride, gt, sel, raw.shape)
+            if shape_loss is not None:
+                terms["anchor"] = shape_loss
+            scale = 2.0 - pos.wh[:, 0] * pos.wh[:, 1] / img_area
 
-            keep = last_unique(((b * n_slots + aa) * grid_h + j) * grid_w + i)
-            b, aa, i, j = b[keep], aa[keep], i[keep], j[keep]
-            k = sel[keep]
-            wh = wh[keep]
-            scale = 2.0 - wh[:, 0] * wh[:, 1] / img_area
+            obj_target[pos.b, pos.slot, pos.j, pos.i] = 1.0
+            gt_index[pos.b, pos.slot, pos.j, pos.i] = pos.k
+            obj_weight[pos.b, pos.slot, pos.j, pos.i] = gt.weights[pos.k]
 
-            obj_target[b, aa, j, i] = 1.0
-            gt_index[b, aa, j, i] = k
-            obj_weight[b, aa, j, i] = gt_weights[k]
-
-            pos_raw = raw[b, aa, j, i]
-            xy_target = torch.stack((cx[keep] / stride - i, cy[keep] / stride - j), dim=1)
-            prior = prior_wh[b, aa, j, i]
-            wh_target = torch.log(wh / (prior if self.l1_prior_grad else prior.detach()) + 1e-12)
-            loss_xy = F.binary_cross_entropy_with_logits(
-                pos_raw[:, :2], xy_target, reduction="none"
-            )
-            loss_wh = (pos_raw[:, 2:4] - wh_target).abs()
-            terms["l1"] = (scale[:, None] * (loss_xy + loss_wh)).sum()
-
+            pos_raw = raw[pos.b, pos.slot, pos.j, pos.i]
+            terms["l1"] = self._l1_term(pos_raw, prior_wh, pos, stride, scale)
             if self.iou_loss != "none":
-                pos_xyxy = box_convert(pred_cxcywh[b, aa, j, i], "cxcywh", "xyxy")
-                if self.iou_loss == "iou":
-                    box_loss = 1.0 - paired_iou(pos_xyxy, gt_xyxy[k]) ** 2
-                else:
-                    box_loss = generalized_box_iou_loss(pos_xyxy, gt_xyxy[k], reduction="none")
-                terms["iou"] = (scale * box_loss).sum()
-
-            if self.label_smoothing:
-                cls_target = torch.full(
-                    (len(k), self.num_classes), 1.0 / self.num_classes, device=device
-                )
-                cls_target[torch.arange(len(k), device=device), gt_labels[k]] = (
-                    1.0 - 1.0 / self.num_classes
-                )
-            else:
-                cls_target = F.one_hot(gt_labels[k], self.num_classes).float()
-            terms["cls"] = F.binary_cross_entropy_with_logits(
-                pos_raw[:, 5:], cls_target, reduction="sum"
-            )
+                terms["iou"] = self._iou_term(pred_cxcywh, pos, gt.xyxy, scale)
+            terms["cls"] = self._cls_term(pos_raw, gt.labels[pos.k])
 
         terms["obj"] = (
             obj_weight
             * F.binary_cross_entropy_with_logits(raw[..., 4], obj_target, reduction="none")
         ).sum()
         return LevelLoss(terms, obj_target, obj_weight, gt_index)
+
+    def _ignore_weight(self, pred_cxcywh: Tensor, gt: _Targets) -> Tensor:
+        """Objectness weights ``(B, A, H, W)``: 0 for predictions whose decoded box already
+        overlaps a ground truth of their image by more than ``ignore_thresh``, else 1."""
+        obj_weight = torch.ones(pred_cxcywh.shape[:4], device=pred_cxcywh.device)
+        pred_xyxy_det = box_convert(pred_cxcywh.detach(), "cxcywh", "xyxy")
+        for b, idx in enumerate(gt.per_image):
+            if idx.numel():
+                best = box_iou(pred_xyxy_det[b].reshape(-1, 4), gt.xyxy[idx]).max(dim=1).values
+                obj_weight[b] = (best <= self.ignore_thresh).reshape(obj_weight.shape[1:]).float()
+        return obj_weight
+
+    def _assign(
+        self,
+        anchor_free: bool,
+        prior_wh: Tensor,
+        stride: float,
+        gt: _Targets,
+        sel: Tensor,
+        shape: tuple[int, ...],
+    ) -> tuple[_Positives, Tensor | None]:
+        """Place the targets ``sel`` of this level: their cell, their slot (with guided anchoring
+        the anchor-free slot when its prior fits better than the best predefined anchor) and, as
+        in the official loop, the last target wins a shared slot. Also returns the shape loss
+        (None without guided anchoring). ``shape`` is the level's ``(B, A, H, W, ...)``."""
+        _, n_slots, grid_h, grid_w = shape[:4]
+        b = gt.image[sel]
+        cx, cy = gt.cxcywh[sel, 0], gt.cxcywh[sel, 1]
+        i = (cx / stride).long().clamp(0, grid_w - 1)
+        j = (cy / stride).long().clamp(0, grid_h - 1)
+        a = gt.slot[sel]
+        wh = gt.cxcywh[sel, 2:]
+        free = n_slots - 1
+        shape_loss = None
+        if anchor_free:
+            free_iou = wh_iou(wh, prior_wh[b, free, j, i].detach())
+            aa = torch.where(free_iou > gt.best_iou[sel], torch.full_like(a, free), a)
+            shape_loss = _shape_loss(prior_wh, (b, a, j, i), wh, free, shape[:4])
+        else:
+            aa = a
+
+        keep = last_unique(((b * n_slots + aa) * grid_h + j) * grid_w + i)
+        pos = _Positives(
+            b[keep], aa[keep], j[keep], i[keep], sel[keep], cx[keep], cy[keep], wh[keep]
+        )
+        return pos, shape_loss
+
+    def _l1_term(
+        self, pos_raw: Tensor, prior_wh: Tensor, pos: _Positives, stride: float, scale: Tensor
+    ) -> Tensor:
+        """BCE on the in-cell centre offset plus L1 on ``log(gt_wh / prior_wh)``, size-weighted."""
+        xy_target = torch.stack((pos.cx / stride - pos.i, pos.cy / stride - pos.j), dim=1)
+        prior = prior_wh[pos.b, pos.slot, pos.j, pos.i]
+        wh_target = torch.log(pos.wh / (prior if self.l1_prior_grad else prior.detach()) + 1e-12)
+        loss_xy = F.binary_cross_entropy_with_logits(pos_raw[:, :2], xy_target, reduction="none")
+        loss_wh = (pos_raw[:, 2:4] - wh_target).abs()
+        return (scale[:, None] * (loss_xy + loss_wh)).sum()
+
+    def _iou_term(
+        self, pred_cxcywh: Tensor, pos: _Positives, gt_xyxy: Tensor, scale: Tensor
+    ) -> Tensor:
+        """Size-weighted ``1 - IoU^2`` (``iou_loss="iou"``) or GIoU loss of the positives."""
+        pos_xyxy = box_convert(pred_cxcywh[pos.b, pos.slot, pos.j, pos.i], "cxcywh", "xyxy")
+        if self.iou_loss == "iou":
+            box_loss = 1.0 - paired_iou(pos_xyxy, gt_xyxy[pos.k]) ** 2
+        else:
+            box_loss = generalized_box_iou_loss(pos_xyxy, gt_xyxy[pos.k], reduction="none")
+        return (scale * box_loss).sum()
+
+    def _cls_term(self, pos_raw: Tensor, labels: Tensor) -> Tensor:
+        """Summed BCE-with-logits over classes at the positives (optionally smoothed)."""
+        n, c = len(labels), self.num_classes
+        if self.label_smoothing:
+            cls_target = torch.full((n, c), 1.0 / c, device=pos_raw.device)
+            cls_target[torch.arange(n, device=pos_raw.device), labels] = 1.0 - 1.0 / c
+        else:
+            cls_target = F.one_hot(labels, c).float()
+        return F.binary_cross_entropy_with_logits(pos_raw[:, 5:], cls_target, reduction="sum")
 
 
 def build_criterion(model: nn.Module, tc: dict) -> YOLOLoss:

@@ -7,13 +7,10 @@ any moment resumes from the last one when the same command runs again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +24,17 @@ from tqdm import tqdm
 
 from study.data import CocoDetection, MixupDataset, build_train_transforms, collate
 from study.engine import schedule
-from study.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from study.engine.distributed import DistInfo, all_reduce_mean, init_distributed
 from study.engine.ema import ModelEMA
 from study.engine.loss import build_criterion
 from study.errors import StudyError, TrainingDiverged
-from study.models import build_model
+from study.models.weights import save_weights
+from study.models.zoo import build_model_from_config
+from study.resolved import config_hash, training_config
 from study.utils import device_description, pick_device, seed_everything, torch_save
 
 log = logging.getLogger(__name__)
 LOSS_TERMS = ("anchor", "iou", "l1", "obj", "cls")
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    """Hash of what determines the training result (not eval/logging settings)."""
-    keep = {k: cfg[k] for k in ("model", "data", "train")}
-    keep["train"] = {
-        k: v
-        for k, v in keep["train"].items()
-        if k not in ("checkpoint_every", "eval_every", "log_every", "device", "snapshots")
-    }
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def init_official_(model: nn.Module) -> None:
@@ -102,22 +90,6 @@ def sync_batchnorm(model: nn.Module, enabled: bool, device: torch.device) -> nn.
     return model
 
 
-def model_overrides(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``build_model`` keywords of an experiment's ``model`` section (beyond its name)."""
-    m = cfg["model"]
-    over = {"width": m["width"], "depth": m["depth"], "anchors": m["anchors"]}
-    over.update(m.get("overrides") or {})
-    if m.get("fusion") is not None:
-        over["fusion"] = m["fusion"]
-    if m.get("fusion_args"):
-        over["fusion_args"] = dict(m["fusion_args"])
-    return over
-
-
-def build_model_from_cfg(cfg: dict[str, Any], num_classes: int) -> nn.Module:
-    return build_model(cfg["model"]["name"], num_classes=num_classes, **model_overrides(cfg))
-
-
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -144,21 +116,21 @@ def build_optimizer(model: nn.Module, tc: dict[str, Any]) -> torch.optim.Optimiz
 
 
 class Trainer:
-    """Trains one experiment. ``evaluate_fn(model, epoch) -> dict`` (optional) logs val AP."""
+    """Trains one experiment (its AP is measured by the evaluate stage, on the weights and the
+    snapshots it delivers, never inside the training stage)."""
 
     def __init__(
         self,
         cfg: dict[str, Any],
         run_dir: Path,
         live_dir: Path | None = None,
-        evaluate_fn: Callable[[nn.Module, int], dict] | None = None,
         max_iters: int | None = None,
         snapshot_dir: Path | None = None,
     ) -> None:
         self.cfg, self.tc = cfg, cfg["train"]
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
         self.run_dir, self.live_dir = Path(run_dir), live_dir
-        self.evaluate_fn, self.max_iters = evaluate_fn, max_iters
+        self.max_iters = max_iters
         self.device = pick_device(self.tc["device"])
         self.dist: DistInfo = init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
@@ -178,7 +150,7 @@ class Trainer:
             alpha=self.tc["mixup"]["alpha"],
             transforms=build_train_transforms(self.tc["augment"], self.tc["img_size"]),
         )
-        self.model = build_model_from_cfg(cfg, self.dataset.num_classes)
+        self.model = build_model_from_config(cfg, self.dataset.num_classes)
         init_official_(self.model)
         if cfg["model"]["backbone_weights"]:
             from study.models.official import load_official
@@ -210,7 +182,7 @@ class Trainer:
         self.per_rank_batch = max(1, self.tc["batch_size"] // self.dist.world_size)
         self.start_epoch, self.global_iter = 0, 0
         self.checkpoint_epoch: int | None = None  # the epoch of this run's last checkpoint
-        self.hash = config_hash(cfg)
+        self.hash = config_hash(training_config(cfg))
 
     @property
     def final_model(self) -> nn.Module:
@@ -262,12 +234,20 @@ class Trainer:
         """The delivered weights after ``epochs_done`` epochs, for the analysis stage."""
         if self.snapshot_dir is None or not self.dist.is_main:
             return
+        self.save_weights(
+            self.snapshot_dir / f"epoch{epochs_done}.pt",
+            {"snapshot": {"epoch": epochs_done, "iteration": self.global_iter}},
+        )
+
+    def save_weights(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        """The delivered weights with the run's training config and its hash (what
+        ``configs/<experiment>/seed<k>/train.yaml`` holds) and the dataset's classes."""
         save_weights(
             self.final_model,
             self.dataset,
-            self.cfg,
-            self.snapshot_dir / f"epoch{epochs_done}.pt",
-            extra={"snapshot": {"epoch": epochs_done, "iteration": self.global_iter}},
+            training_config(self.cfg),
+            path,
+            extra={"name": self.cfg["name"], "config_hash": self.hash, **(extra or {})},
         )
 
     def try_resume(self) -> bool:
@@ -435,19 +415,6 @@ class Trainer:
                 **{k: last.get(k, math.nan) for k in ("total", *LOSS_TERMS)},
                 "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch),
             }
-            if (
-                self.evaluate_fn
-                and self.tc["eval_every"]
-                and (epoch + 1) % self.tc["eval_every"] == 0
-            ):
-                if self.dist.is_main:
-                    ap = self.evaluate_fn(self.final_model, epoch)
-                    record.update({f"val/{k}": v for k, v in ap.items()})
-                    if live:
-                        for k, v in ap.items():
-                            if v is not None:
-                                live.log_metric(f"val/{k}", v)
-                barrier(self.dist)
             history.append(record)
             finished = it + 1 == iters
             if finished and epoch + 1 in snapshots:
@@ -488,24 +455,3 @@ class Trainer:
             resume=self.start_epoch > 0,
             report=None,
         )
-
-
-def save_weights(
-    model: nn.Module,
-    dataset: CocoDetection,
-    cfg: dict,
-    path: Path,
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Final weights plus what is needed to rebuild and evaluate the model."""
-    torch_save(
-        {
-            "model": model.state_dict(),
-            "spec": getattr(model, "spec", {}),
-            "config": cfg,
-            "class_names": dataset.class_names,
-            "label_to_cat_id": list(dataset.label_to_cat_id),
-            **(extra or {}),
-        },
-        path,
-    )

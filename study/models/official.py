@@ -379,68 +379,14 @@ def load_official(
 
     ignored: list[str] = []
     if backbone_only:
-        # Keep the Darknet-53 keys; skip (and report) the rest of any official detector.
-        keep = {k: v for k, v in mapped.items() if _rename(origin[k], _BACKBONE) is not None}
-        ignored = [origin[k] for k in mapped if k not in keep]
-        ignored += [k for k in unmapped if _rename(k, _BASELINE) or _rename(k, _ASFF)]
-        unmapped = [k for k in unmapped if k not in ignored]
-        ignored.sort(key=_natural)
-        mapped = keep
-    target = model.state_dict()
-    if backbone_only:
-        inverse_bb = {v: k for k, v in _BACKBONE.items()}
-        target = {k: v for k, v in target.items() if _rename(k, inverse_bb) is not None}
-        if not target:
-            raise CheckpointError(
-                f"model {type(model).__name__} has no Darknet-53 backbone "
-                "(no 'backbone.*' keys) to load official weights into"
-            )
-
+        mapped, unmapped, ignored = _backbone_part(mapped, origin, unmapped)
+    target = _target_state(model, backbone_only)
     inverse = {ours: official for official, ours in table.items()}
+    filled = _fill_bn_counters(mapped, origin, target, inverse)
 
-    def official_name(our_key: str) -> str:
-        return _rename(our_key, inverse) or "(no official name)"
-
-    filled = []
-    old_format = not any(k.endswith("." + _BN_COUNTER) for k in mapped)
-    for key in target:
-        if old_format and key not in mapped and key.endswith("." + _BN_COUNTER):
-            mapped[key] = torch.zeros((), dtype=torch.long)
-            origin[key] = official_name(key)
-            filled.append(origin[key])
-    missing = [k for k in target if k not in mapped]
-    unexpected = [k for k in mapped if k not in target]
-    wrong = [k for k in mapped if k in target and mapped[k].shape != target[k].shape]
-
-    problems = []
-    if unmapped or unexpected:
-        keys = sorted(unmapped + [origin[k] for k in unexpected], key=_natural)
-        problems.append("unexpected keys (in the checkpoint, not in the model) " + _listing(keys))
-    if missing:
-        keys = sorted((f"{official_name(k)} (ours: {k})" for k in missing), key=_natural)
-        problems.append("missing keys (in the model, not in the checkpoint) " + _listing(keys))
-    if wrong:
-        rows = sorted(
-            (
-                f"{origin[k]} (ours: {k}): checkpoint {tuple(mapped[k].shape)} vs "
-                f"model {tuple(target[k].shape)}"
-                for k in wrong
-            ),
-            key=_natural,
-        )
-        problems.append("wrong shapes " + _listing(rows))
+    problems = _problems(mapped, origin, unmapped, target, inverse)
     if problems:
-        part = " (backbone only)" if backbone_only else ""
-        guess = guess_official_layout(state)
-        hint = (
-            f" (its keys look like an official {guess!r} checkpoint)"
-            if guess not in (None, model_name) and not backbone_only
-            else ""
-        )
-        raise CheckpointError(
-            f"checkpoint {source} does not fit the official {model_name!r} layout{part}{hint}; "
-            "nothing was loaded:\n  " + "\n  ".join(problems)
-        )
+        raise _misfit(problems, state, source, model_name, backbone_only)
 
     dtypes = sorted(
         {str(v.dtype).replace("torch.", "") for v in mapped.values() if v.is_floating_point()}
@@ -449,10 +395,7 @@ def load_official(
     if backbone_only:  # the check above makes these empty; keep load_state_dict honest
         assert not result.unexpected_keys, result.unexpected_keys
 
-    anchors = getattr(model, "anchors", None)
-    anchors_official = anchors is not None and [tuple(map(float, a)) for a in anchors] == [
-        tuple(map(float, a)) for a in OFFICIAL_ANCHORS
-    ]
+    anchors_official = _has_official_anchors(model)
     if not backbone_only and not anchors_official:
         warnings.warn(
             f"loaded official {model_name!r} weights into a model whose anchors are not "
@@ -470,6 +413,119 @@ def load_official(
         "dtypes": dtypes,
         "anchors_official": anchors_official,
     }
+
+
+def _backbone_part(
+    mapped: dict[str, Any], origin: dict[str, str], unmapped: list[str]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Keep the Darknet-53 keys; skip (and report) the rest of any official detector.
+
+    -> (mapped backbone keys, still unmapped keys, ignored official keys sorted naturally).
+    """
+    keep = {k: v for k, v in mapped.items() if _rename(origin[k], _BACKBONE) is not None}
+    ignored = [origin[k] for k in mapped if k not in keep]
+    ignored += [k for k in unmapped if _rename(k, _BASELINE) or _rename(k, _ASFF)]
+    unmapped = [k for k in unmapped if k not in ignored]
+    ignored.sort(key=_natural)
+    return keep, unmapped, ignored
+
+
+def _target_state(model: nn.Module, backbone_only: bool) -> dict[str, Tensor]:
+    """The model's state to fill: all of it, or only its Darknet-53 backbone."""
+    target = model.state_dict()
+    if backbone_only:
+        inverse_bb = {v: k for k, v in _BACKBONE.items()}
+        target = {k: v for k, v in target.items() if _rename(k, inverse_bb) is not None}
+        if not target:
+            raise CheckpointError(
+                f"model {type(model).__name__} has no Darknet-53 backbone "
+                "(no 'backbone.*' keys) to load official weights into"
+            )
+    return target
+
+
+def _official_name(our_key: str, inverse: Mapping[str, str]) -> str:
+    """The official name of one of our keys (``inverse``: our prefix -> official prefix)."""
+    return _rename(our_key, inverse) or "(no official name)"
+
+
+def _fill_bn_counters(
+    mapped: dict[str, Any],
+    origin: dict[str, str],
+    target: Mapping[str, Tensor],
+    inverse: Mapping[str, str],
+) -> list[str]:
+    """Old-format checkpoints (no BatchNorm counter at all): add zero counters to ``mapped``
+    (and their official names to ``origin``) in place; -> the official names filled."""
+    filled = []
+    old_format = not any(k.endswith("." + _BN_COUNTER) for k in mapped)
+    for key in target:
+        if old_format and key not in mapped and key.endswith("." + _BN_COUNTER):
+            mapped[key] = torch.zeros((), dtype=torch.long)
+            origin[key] = _official_name(key, inverse)
+            filled.append(origin[key])
+    return filled
+
+
+def _problems(
+    mapped: Mapping[str, Tensor],
+    origin: Mapping[str, str],
+    unmapped: list[str],
+    target: Mapping[str, Tensor],
+    inverse: Mapping[str, str],
+) -> list[str]:
+    """One line per kind of misfit: unexpected keys, missing keys, wrong shapes (none: [])."""
+    missing = [k for k in target if k not in mapped]
+    unexpected = [k for k in mapped if k not in target]
+    wrong = [k for k in mapped if k in target and mapped[k].shape != target[k].shape]
+
+    problems = []
+    if unmapped or unexpected:
+        keys = sorted(unmapped + [origin[k] for k in unexpected], key=_natural)
+        problems.append("unexpected keys (in the checkpoint, not in the model) " + _listing(keys))
+    if missing:
+        keys = sorted((f"{_official_name(k, inverse)} (ours: {k})" for k in missing), key=_natural)
+        problems.append("missing keys (in the model, not in the checkpoint) " + _listing(keys))
+    if wrong:
+        rows = sorted(
+            (
+                f"{origin[k]} (ours: {k}): checkpoint {tuple(mapped[k].shape)} vs "
+                f"model {tuple(target[k].shape)}"
+                for k in wrong
+            ),
+            key=_natural,
+        )
+        problems.append("wrong shapes " + _listing(rows))
+    return problems
+
+
+def _misfit(
+    problems: list[str],
+    state: Mapping[str, Any],
+    source: str,
+    model_name: str,
+    backbone_only: bool,
+) -> CheckpointError:
+    """The error listing every problem, with a hint when the keys suggest another layout."""
+    part = " (backbone only)" if backbone_only else ""
+    guess = guess_official_layout(state)
+    hint = (
+        f" (its keys look like an official {guess!r} checkpoint)"
+        if guess not in (None, model_name) and not backbone_only
+        else ""
+    )
+    return CheckpointError(
+        f"checkpoint {source} does not fit the official {model_name!r} layout{part}{hint}; "
+        "nothing was loaded:\n  " + "\n  ".join(problems)
+    )
+
+
+def _has_official_anchors(model: nn.Module) -> bool:
+    """Whether the model's anchors are the official set (not part of the weights)."""
+    anchors = getattr(model, "anchors", None)
+    return anchors is not None and [tuple(map(float, a)) for a in anchors] == [
+        tuple(map(float, a)) for a in OFFICIAL_ANCHORS
+    ]
 
 
 def _natural(key: str) -> tuple:

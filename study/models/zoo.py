@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from study.errors import ConfigError
 from study.models.anchors import ANCHOR_MASKS, STRIDES, resolve_anchors
 from study.models.backbone import BACKBONES
 from study.models.blocks import scaled
 from study.models.detector import Detector
-from study.models.fusions import build_fusion
+from study.models.fusions import build_fusion, check_fusion_args
 from study.models.head import HEADS
 from study.models.neck import NECKS
 
@@ -99,3 +100,35 @@ def build_model(name: str, num_classes: int = 80, **overrides: Any) -> nn.Module
     ]
     spec["num_classes"] = num_classes
     return Detector(backbone, neck, fusion, heads, anchors, num_classes, spec)
+
+
+def model_overrides(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``build_model`` keywords of an experiment's ``model`` section (beyond its name)."""
+    m = cfg["model"]
+    over = {"width": m["width"], "depth": m["depth"], "anchors": m["anchors"]}
+    over.update(m.get("overrides") or {})
+    if m.get("fusion") is not None:
+        over["fusion"] = m["fusion"]
+    if m.get("fusion_args"):
+        over["fusion_args"] = dict(m["fusion_args"])
+    return over
+
+
+def check_model_config(cfg: dict[str, Any], source: str) -> None:
+    """The one check of a config's ``model`` section against the registries: a registered
+    variant, a registered fusion with its own arguments. A ConfigError names ``source``."""
+    m = cfg["model"]
+    if m["name"] not in VARIANTS:
+        raise ConfigError(
+            f"{source}: model.name {m['name']!r} is not a registered variant; "
+            f"available: {', '.join(available())}"
+        )
+    if m["fusion"] is not None or m["fusion_args"]:
+        fusion = m["fusion"] or model_spec(m["name"])["fusion"]
+        check_fusion_args(fusion, m["fusion_args"], f"{source}: model.fusion_args")
+
+
+def build_model_from_config(cfg: dict[str, Any], num_classes: int) -> nn.Module:
+    """The model a run's config describes (``model`` section), checked first."""
+    check_model_config(cfg, "model")
+    return build_model(cfg["model"]["name"], num_classes=num_classes, **model_overrides(cfg))

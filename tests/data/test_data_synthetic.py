@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
 
-from study.data import CocoDetection, coco_api, size_bucket
-from study.data.synthetic import VERSIONS, class_names, generate
+from study.data import CocoDetection, coco_api
+from study.data.synthetic import VERSIONS, class_names, generate, size_bucket
 from study.data.synthetic.common import coverage
 from study.data.synthetic.v2 import MAX_COVER, MAX_TOTAL_COVER
 

@@ -25,8 +25,10 @@ import yaml
 
 from study.config import deep_merge, load_experiment
 from study.data.synthetic import MIN_IMG_SIZE, class_names, generate
-from study.engine.trainer import LOSS_TERMS, Trainer, config_hash
+from study.engine.trainer import LOSS_TERMS, Trainer
 from study.errors import StudyError, TrainingDiverged
+from study.resolved import config_hash as _hash
+from study.resolved import training_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
@@ -39,6 +41,11 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-coco")
     generate(root, num_train=8, num_val=4, img_size=MIN_IMG_SIZE, seed=0)
     return root
+
+
+def config_hash(cfg: dict) -> str:
+    """The hash the trainer records: of the config's training part only."""
+    return _hash(training_config(cfg))
 
 
 def tiny_cfg(root: Path, experiment: str = "table1/baseline", **train: Any) -> dict[str, Any]:
@@ -129,8 +136,9 @@ def test_snapshots_keep_the_initial_and_mid_run_weights(data_root: Path, tmp_pat
     final = trainer.model.state_dict()
     for other in (before, final):  # the mid-run weights are neither the start nor the end
         assert any(not torch.equal(mid["model"][k], other[k]) for k in other)
-    # Snapshots do not change what is trained: the config hash ignores them.
-    assert config_hash(cfg) == config_hash(tiny_cfg(data_root, epochs=2, snapshots=[]))
+    # Snapshots are weights the training stage delivers: a change of them is a change of the
+    # tracked training config (configs/<run>/train.yaml), so DVC re-runs the training.
+    assert config_hash(cfg) != config_hash(tiny_cfg(data_root, epochs=2, snapshots=[]))
 
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, "half"])
@@ -195,10 +203,12 @@ def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: 
     Trainer(cfg, run_dir=tmp_path / "run", max_iters=2).fit()  # one whole epoch
     other = tiny_cfg(data_root, experiment="table1/yolov3-original", lr=5e-4)
     assert config_hash(other) != config_hash(cfg)
-    # logging/eval settings do not change the hash
+    # logging, checkpoint cadence, device, caching and evaluation settings do not
     assert config_hash(
         tiny_cfg(data_root, experiment="table1/yolov3-original", log_every=3, checkpoint_every=2)
     ) == config_hash(cfg)
+    unseen = {"data": {"cache_images": True, "val_split": "x"}, "eval": {"img_size": 64}}
+    assert config_hash(deep_merge(cfg, unseen)) == config_hash(cfg)
     trainer = Trainer(other, run_dir=tmp_path / "run", max_iters=1)
     assert trainer.try_resume() is False and trainer.start_epoch == 0
     same = Trainer(cfg, run_dir=tmp_path / "run", max_iters=1)
@@ -420,7 +430,7 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in summary["final_losses"].values())
     assert (work / "results" / RUN / "live" / "metrics.json").is_file()
 
-    from study.pipeline import load_weights
+    from study.models.weights import load_weights
 
     model, blob = load_weights(weights, torch.device("cpu"))
     assert blob["spec"]["name"] == "baseline" and model.num_classes == len(class_names())

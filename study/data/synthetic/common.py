@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 SMALL_MAX, MEDIUM_MAX = 32**2, 96**2  # COCO area thresholds (pixels at the image size)
 BUCKETS = ("small", "medium", "large")
+
+
+def object_record(label: int, box: np.ndarray, outline: np.ndarray) -> dict[str, Any]:
+    """One drawn object as the generator records it: its label, its box (x, y, w, h rounded to
+    0.01 px), the box area and the outline's first polygon (the segmentation)."""
+    bw, bh = round(box[2] - box[0], 2), round(box[3] - box[1], 2)
+    return {
+        "label": label,
+        "bbox": [float(box[0]), float(box[1]), bw, bh],
+        "area": round(bw * bh, 2),
+        "polygon": [round(float(v), 2) for v in outline.reshape(-1)],
+    }
 
 
 def size_bucket(area: float) -> str:

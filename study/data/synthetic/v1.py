@@ -24,6 +24,7 @@ from study.data.synthetic.common import (
     SQUARE,
     coverage,
     ellipse,
+    object_record,
     regular,
     star,
 )
@@ -231,15 +232,7 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
             while np.abs(c2.astype(int) - c1).sum() < 150:
                 c2 = rng.integers(0, 256, 3).astype(np.uint8)
             canvas.draw_shape(cls, polys, [c1, c2], angle, k)
-            bw_r, bh_r = round(box[2] - box[0], 2), round(box[3] - box[1], 2)
-            objects.append(
-                {
-                    "label": label,
-                    "bbox": [float(box[0]), float(box[1]), bw_r, bh_r],
-                    "area": round(bw_r * bh_r, 2),
-                    "polygon": [round(float(v), 2) for v in polys[0][0].reshape(-1)],
-                }
-            )
+            objects.append(object_record(label, box, polys[0][0]))
     canvas.distractors(int(rng.integers(2, 5)), thin_only=True)
     amp = int(rng.integers(5, 21))  # uniform sensor-like noise in [-amp, amp]
     noise = rng.integers(-amp, amp + 1, (size, size, 3), dtype=np.int16)

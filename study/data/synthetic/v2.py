@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from study.data.synthetic.common import CROSS, SQUARE, coverage, ellipse, regular
+from study.data.synthetic.common import CROSS, SQUARE, coverage, ellipse, object_record, regular
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
 # class -> unit polygons with a mask value (255 fills, 0 cuts a hole)
@@ -191,15 +191,7 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
         offset = box[:2] - base[0].min(0) * k
         polys = [(b * k + offset, v) for b, (_, v) in zip(base, unit, strict=True)]
         _fill(arr, polys, rng)
-        bw_r, bh_r = round(box[2] - box[0], 2), round(box[3] - box[1], 2)
-        objects.append(
-            {
-                "label": label,
-                "bbox": [float(box[0]), float(box[1]), bw_r, bh_r],
-                "area": round(bw_r * bh_r, 2),
-                "polygon": [round(float(v), 2) for v in polys[0][0].reshape(-1)],
-            }
-        )
+        objects.append(object_record(label, box, polys[0][0]))
     arr = _lines(arr, int(rng.integers(0, 3)), rng, max_width=1)
     amp = int(rng.integers(2, 7))  # uniform sensor-like noise in [-amp, amp]
     noise = rng.integers(-amp, amp + 1, (size, size, 3), dtype=np.int16)

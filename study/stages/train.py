@@ -1,0 +1,108 @@
+"""``study train``: train one run (experiment, seed) into its weights, snapshots and logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from study.engine.distributed import cleanup
+from study.engine.trainer import Trainer
+from study.models.zoo import check_model_config
+from study.provenance import provenance
+from study.resolved import config_hash, training_config
+from study.runs import RunPaths, run_paths
+from study.utils import ensure_writable, swap_in, write_json
+
+log = logging.getLogger(__name__)
+
+
+def finished(paths: RunPaths, cfg_hash: str) -> dict[str, Any] | None:
+    """The summary of a complete run of this training config at ``paths``, else None."""
+    summary_path = paths.results / "train_summary.json"
+    if not (paths.model.is_file() and summary_path.is_file()):
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    complete = summary.get("complete", True) and summary.get("config_hash") == cfg_hash
+    return summary if complete else None
+
+
+def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Train one run. Its logs (``live/``) and snapshots are written beside the previous run's
+    and swapped in with the weights at the end, so a run that fails (or diverges) leaves the
+    previous run's files matching each other, and its staging is removed. A run already complete
+    with this training config is left untouched unless ``force``."""
+    name, paths = cfg["name"], run_paths(cfg)
+    check_model_config(cfg, name)
+    cfg_hash = config_hash(training_config(cfg))
+    done = finished(paths, cfg_hash)
+    if done is not None and not force and max_iters is None:
+        print(
+            f"{name} seed {cfg['train']['seed']}: already trained with this config "
+            f"({paths.model}, config {cfg_hash}); nothing was changed. Retrain with --force"
+        )
+        return done
+    ensure_writable(paths.run_dir, paths.model.parent, paths.results, paths.snapshots.parent)
+    live_new = paths.results / ".live.new"
+    snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
+    staging = (live_new, snapshots_new)
+    _remove(*staging)  # a failed run's staging is never swapped into this one
+    try:
+        summary = _fit(cfg, paths, live_new, snapshots_new, max_iters)
+    finally:
+        _remove(*staging)
+    return summary
+
+
+def _fit(
+    cfg: dict[str, Any],
+    paths: RunPaths,
+    live_new: Path,
+    snapshots_new: Path,
+    max_iters: int | None,
+) -> dict[str, Any]:
+    trainer = Trainer(
+        cfg,
+        paths.run_dir,
+        live_dir=live_new,
+        max_iters=max_iters,
+        snapshot_dir=snapshots_new,
+    )
+    summary = trainer.fit()
+    if trainer.dist.is_main:
+        trainer.save_weights(paths.model)
+        write_json(
+            paths.results / "train_summary.json",
+            {
+                **summary,
+                "complete": max_iters is None,
+                "config": {"name": cfg["name"], **training_config(cfg)},
+                "model_spec": trainer.model.spec,
+                "params": sum(p.numel() for p in trainer.model.parameters()),
+                "provenance": provenance(training_config(cfg), trainer.device),
+            },
+        )
+        if live_new.is_dir():
+            swap_in(live_new, paths.results / "live")
+        snapshots_new.mkdir(parents=True, exist_ok=True)
+        swap_in(snapshots_new, paths.snapshots)
+        log.info(
+            "%s seed %d: trained %d iterations in %.0f s (%.1f images/s)",
+            cfg["name"],
+            cfg["train"]["seed"],
+            summary["iterations"],
+            summary["wall_seconds"],
+            summary["images_per_s"],
+        )
+    cleanup(trainer.dist)
+    return summary
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
