@@ -145,7 +145,7 @@ RULES: dict[str, Rule] = {
     "eval.device": _DEVICE,
     "eval.backend": Rule(choices=("pycocotools", "faster-coco-eval")),
     "eval.dropped_gt": Rule(choices=("error", "score", "ignore")),
-    "eval.test_sizes": Rule(types=("list",), items=_SIZE),
+    "eval.test_sizes": Rule(types=("list",), items=Rule(types=("int",), ge=1, multiple_of=32)),
 }
 
 _KIND_TEXT = {

@@ -47,11 +47,23 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from study.config import (
+    check_size_list,
+    deep_merge,
+    load_experiment,
+    load_params,
+    parse_override,
+    resolve_run,
+)
+from study.data import collate, eval_dataset
 from study.errors import ConfigError, StudyError
 from study.eval.coco_eval import autocast_context, decoder_of
-from study.eval.postprocess import _kept, _scored, postprocess, postprocess_batched
-from study.eval.sizes import check_sizes
-from study.utils import atomic_path, provenance
+from study.eval.postprocess import nms_settings, num_candidates, postprocess, postprocess_batched
+from study.models import available, build_model
+from study.models.weights import load_weights
+from study.provenance import provenance
+from study.runs import EXPERIMENTS, run_paths
+from study.utils import atomic_path, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +93,6 @@ FLOPS_UNIT = "FLOPs of one forward pass at batch 1 (torch.utils.flop_counter; mu
 def bench_settings(params: dict[str, Any], overrides: Sequence[str] = ()) -> dict[str, Any]:
     """params.yaml ``bench`` over :data:`DEFAULTS`, then ``--set bench.KEY=VALUE`` overrides;
     every key and value checked (ConfigError naming it)."""
-    from study.config import deep_merge, parse_override
 
     settings = dict(DEFAULTS)
     given = params.get("bench") or {}
@@ -108,7 +119,7 @@ def bench_settings(params: dict[str, Any], overrides: Sequence[str] = ()) -> dic
                 f"params bench.{key}: expected a list of {' | '.join(valid)}, got {values!r}"
             )
     if settings["sizes"] is not None:
-        settings["sizes"] = check_sizes(settings["sizes"], "params bench.sizes")
+        settings["sizes"] = check_size_list(settings["sizes"], "bench.sizes", "params")
     if not isinstance(settings["random_models"], list):
         raise ConfigError(
             f"params bench.random_models: expected a list, got {settings['random_models']!r}"
@@ -150,16 +161,6 @@ def default_experiments(params: dict[str, Any]) -> list[tuple[str, int]]:
     return pairs
 
 
-def _experiment_cfg(name: str, profile: str | None, params_path: str, seed: int) -> dict[str, Any]:
-    from study.config import load_experiment
-    from study.pipeline import experiment_name, experiment_path
-
-    path = experiment_path(name)
-    return load_experiment(
-        path, profile, params_path, {"train": {"seed": seed}}, experiment_name(path)
-    )
-
-
 def load_subjects(
     params_path: str,
     experiments: Sequence[str],
@@ -169,14 +170,10 @@ def load_subjects(
 ) -> tuple[list[Subject], dict[str, Any]]:
     """The models to time, on ``device`` in eval mode, and the config the images come from
     (:func:`run_bench` loads them on the CPU and moves them once, to ``eval.device``)."""
-    from study.config import load_experiment, load_params
-    from study.pipeline import EXPERIMENTS, load_weights, run_paths
 
     params = load_params(params_path) if Path(params_path).is_file() else {}
     subjects: list[Subject] = []
     if settings["random_models"]:
-        from study.models import available, build_model
-
         cfg = load_experiment(EXPERIMENTS / "_base.yaml", profile, params_path, name="bench")
         for name in settings["random_models"]:
             if name not in available():
@@ -200,7 +197,7 @@ def load_subjects(
         raise ConfigError(f"{params_path}: no experiments to time (`fusions` and `table1` empty)")
     cfg = None
     for name, run_seed in pairs:
-        run_cfg = _experiment_cfg(name, profile, params_path, run_seed)
+        run_cfg = resolve_run(name, run_seed, profile, params_path)
         cfg = cfg or run_cfg
         path = run_paths(run_cfg).model
         model, _ = load_weights(path, device)
@@ -214,8 +211,6 @@ def load_subjects(
 
 def bench_images(cfg: dict[str, Any], size: int, count: int) -> tuple[Tensor, list[dict[str, Any]]]:
     """The first ``count`` validation images at ``size`` (the eval transform) and targets."""
-    from study.data import collate
-    from study.pipeline import eval_dataset
 
     cfg_s = copy.deepcopy(cfg)
     cfg_s["eval"]["img_size"] = size
@@ -280,11 +275,6 @@ def _to_input(x: Tensor, device: torch.device) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
-def _nms(nms: Callable[..., Any], pred: Tensor, ev: dict[str, Any]) -> list[dict[str, Tensor]]:
-    """``nms`` (postprocess or postprocess_batched) with the ``eval`` thresholds and cap."""
-    return nms(pred, ev["conf_thresh"], ev["nms_thresh"], ev.get("max_dets"))
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (q in 0..100), as numpy's default."""
     ordered = sorted(values)
@@ -328,7 +318,7 @@ def time_image(
     ev: dict[str, Any],
 ) -> tuple[float, float, float]:
     """(forward, decode, NMS) milliseconds for one batch-1 image."""
-    fns = subject.fns
+    fns, nms_kw = subject.fns, nms_settings(ev)  # read before the clock starts
     _mark_step(device)
     _sync(device)
     t0 = time.perf_counter()
@@ -340,7 +330,7 @@ def time_image(
         pred = fns["decode"](raw)
     _sync(device)
     t2 = time.perf_counter()
-    _nms(fns["nms"], pred if nms_input is None else nms_input, ev)
+    fns["nms"](pred if nms_input is None else nms_input, **nms_kw)
     _sync(device)
     t3 = time.perf_counter()
     return (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
@@ -358,9 +348,8 @@ def _candidates(
     with torch.inference_mode(), autocast_context(device, amp):
         pred = decoder_of(subject.model).decode(subject.model(x))
     src = pred if nms_input is None else nms_input
-    boxes, scores, _ = _scored(src)
-    dets = _nms(postprocess, src, ev)
-    return int(_kept(boxes, scores, ev["conf_thresh"]).sum()), len(dets[0]["scores"])
+    (dets,) = postprocess(src, **nms_settings(ev))
+    return int(num_candidates(src, ev["conf_thresh"])[0]), len(dets["scores"])
 
 
 def throughput(
@@ -378,6 +367,7 @@ def throughput(
     x = _to_input(images.repeat(reps, 1, 1, 1)[:batch], device)
     nms_batch = None if nms_inputs is None else torch.cat(nms_inputs * reps)[:batch].to(device)
     fns = subject.fns  # the mode's functions (a compiled one compiles for the batch shape once)
+    nms_kw = nms_settings(ev)
     elapsed = 0.0
     with torch.inference_mode():
         for i in range(runs + 1):
@@ -386,7 +376,7 @@ def throughput(
             t0 = time.perf_counter()
             with autocast_context(device, amp):
                 pred = fns["decode"](fns["forward"](x))
-            _nms(fns["nms"], pred if nms_batch is None else nms_batch, ev)
+            fns["nms"](pred if nms_batch is None else nms_batch, **nms_kw)
             _sync(device)
             if i:
                 elapsed += time.perf_counter() - t0
@@ -534,17 +524,27 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def run_bench(
-    params_path: str,
-    experiments: Sequence[str],
-    profile: str | None,
-    overrides: Sequence[str],
-    out: Path,
-) -> list[Path]:
-    """``study bench``: time every model at every size, dtype and mode; write ``out`` and
-    ``<stem>_overhead.csv`` beside it (both replaced only when everything has run)."""
-    from study.config import load_params
-    from study.utils import pick_device
+@dataclass
+class BenchPlan:
+    """What :func:`run_bench` times: the models (on ``device``, in eval mode), the config the
+    images come from, the sizes and dtypes, the reference model of the ratios, and the
+    provenance every row carries."""
+
+    settings: dict[str, Any]
+    subjects: list[Subject]
+    cfg: dict[str, Any]
+    device: torch.device
+    reference: str
+    sizes: list[int]
+    dtypes: list[str]
+    prov: dict[str, Any]
+
+
+def plan_bench(
+    params_path: str, experiments: Sequence[str], profile: str | None, overrides: Sequence[str]
+) -> BenchPlan:
+    """The settings and the models of ``study bench``, loaded on the CPU and moved once to
+    ``eval.device`` (channels_last and the cuDNN autotuner on CUDA)."""
 
     params = load_params(params_path) if Path(params_path).is_file() else {}
     settings = bench_settings(params, overrides)
@@ -562,78 +562,129 @@ def run_bench(
         log.info("bench.reference %r is not timed here; ratios are over %s", reference, names[0])
         reference = names[0]
     # the profile's test sizes plus its evaluation size (the size of Table 3's ms column)
-    sizes = settings["sizes"] or check_sizes(
-        [*cfg["eval"]["test_sizes"], int(cfg["eval"]["img_size"])], "eval.test_sizes"
+    sizes = settings["sizes"] or check_size_list(
+        [*cfg["eval"]["test_sizes"], int(cfg["eval"]["img_size"])],
+        "(eval.test_sizes + [eval.img_size])",
+        f"config of {cfg.get('name') or 'bench'}",
     )
     dtypes = [d for d in settings["dtypes"] if d == "fp32" or device.type == "cuda"]
     skipped = sorted(set(settings["dtypes"]) - set(dtypes))
     if skipped:
         log.info("dtypes %s are timed on CUDA only; %s has fp32", skipped, device)
     prov = bench_provenance(device, {"bench": settings, "eval": cfg["eval"]})
-    ev = cfg["eval"]
-    rows, ratios = [], []
-    for size in sizes:
-        images, targets = bench_images(cfg, size, settings["images"])
-        nms_inputs = None
-        if any(s.fixed_nms_input for s in subjects):
-            num_classes = subjects[0].model.num_classes
-            nms_inputs = fixed_candidates(targets, size, num_classes, settings["candidates"])
-        flops = {s.name: count_flops(s.model, size) for s in subjects}
-        for dtype in dtypes:
-            for mode in settings["modes"]:
-                try:
-                    times, extra = bench_setting(
-                        subjects, images, nms_inputs, device, dtype, mode, settings, ev
-                    )
-                except Exception as exc:  # noqa: BLE001 - a compiler failure skips the fast path
-                    if mode != "fast":
-                        raise
-                    log.warning("fast path failed at %d %s, left out: %s", size, dtype, exc)
-                    continue
-                common = {
-                    "size": size,
-                    "dtype": dtype,
-                    "mode": mode,
-                    "batch": 1,
-                    "runs": len(times[names[0]]["total"]),
-                    "rounds": settings["rounds"],
-                    "images": len(images),
-                }
-                for s in subjects:
-                    rows.append(
-                        {
-                            "model": s.name,
-                            "variant": s.variant,
-                            "weights": s.weights,
-                            "seed": s.seed,
-                            **common,
-                            **latency_row(s, times[s.name], extra[s.name]),
-                            "throughput_batch": settings["throughput_batch"],
-                            "nms_input": "fixed candidates" if s.fixed_nms_input else "own",
-                            "params": sum(p.numel() for p in s.model.parameters()),
-                            "flops": flops[s.name],
-                            "flops_unit": FLOPS_UNIT,
-                            "profile": cfg.get("profile"),
-                            **prov,
-                        }
-                    )
-                for r in overhead_rows(times, reference, settings["rounds"]):
-                    ratios.append(
-                        {
-                            **common,
-                            **r,
-                            "device": prov["device"],
-                            "git_revision": prov["git_revision"],
-                            "params_sha256": prov["params_sha256"],
-                        }
-                    )
-                log.info("timed %d models at %d %s %s", len(subjects), size, dtype, mode)
+    return BenchPlan(settings, subjects, cfg, device, reference, sizes, dtypes, prov)
+
+
+def time_size(plan: BenchPlan, size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(latency rows, overhead rows) of every dtype and mode at ``size``; a fast path that fails
+    to compile is logged and left out."""
+    settings, subjects, ev = plan.settings, plan.subjects, plan.cfg["eval"]
+    images, targets = bench_images(plan.cfg, size, settings["images"])
+    nms_inputs = None
+    if any(s.fixed_nms_input for s in subjects):
+        num_classes = subjects[0].model.num_classes
+        nms_inputs = fixed_candidates(targets, size, num_classes, settings["candidates"])
+    flops = {s.name: count_flops(s.model, size) for s in subjects}
+    rows: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    for dtype in plan.dtypes:
+        for mode in settings["modes"]:
+            try:
+                times, extra = bench_setting(
+                    subjects, images, nms_inputs, plan.device, dtype, mode, settings, ev
+                )
+            except Exception as exc:  # noqa: BLE001 - a compiler failure skips the fast path
+                if mode != "fast":
+                    raise
+                log.warning("fast path failed at %d %s, left out: %s", size, dtype, exc)
+                continue
+            common = {
+                "size": size,
+                "dtype": dtype,
+                "mode": mode,
+                "batch": 1,
+                "runs": len(times[subjects[0].name]["total"]),
+                "rounds": settings["rounds"],
+                "images": len(images),
+            }
+            rows += _latency_rows(plan, common, times, extra, flops)
+            ratios += _ratio_rows(plan, common, times)
+            log.info("timed %d models at %d %s %s", len(subjects), size, dtype, mode)
+    return rows, ratios
+
+
+def _latency_rows(
+    plan: BenchPlan,
+    common: dict[str, Any],
+    times: dict[str, dict[str, list[float]]],
+    extra: dict[str, dict[str, float]],
+    flops: dict[str, int],
+) -> list[dict[str, Any]]:
+    """One ``bench.csv`` row per model at one (size, dtype, mode)."""
+    return [
+        {
+            "model": s.name,
+            "variant": s.variant,
+            "weights": s.weights,
+            "seed": s.seed,
+            **common,
+            **latency_row(s, times[s.name], extra[s.name]),
+            "throughput_batch": plan.settings["throughput_batch"],
+            "nms_input": "fixed candidates" if s.fixed_nms_input else "own",
+            "params": sum(p.numel() for p in s.model.parameters()),
+            "flops": flops[s.name],
+            "flops_unit": FLOPS_UNIT,
+            "profile": plan.cfg.get("profile"),
+            **plan.prov,
+        }
+        for s in plan.subjects
+    ]
+
+
+def _ratio_rows(
+    plan: BenchPlan, common: dict[str, Any], times: dict[str, dict[str, list[float]]]
+) -> list[dict[str, Any]]:
+    """The ``bench_overhead.csv`` rows of one (size, dtype, mode)."""
+    prov = plan.prov
+    return [
+        {
+            **common,
+            **r,
+            "device": prov["device"],
+            "git_revision": prov["git_revision"],
+            "params_sha256": prov["params_sha256"],
+        }
+        for r in overhead_rows(times, plan.reference, plan.settings["rounds"])
+    ]
+
+
+def write_bench(out: Path, rows: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> list[Path]:
+    """Write ``out`` and ``<stem>_overhead.csv`` beside it, print the summary; both paths."""
     out = Path(out)
     overhead = out.with_name(f"{out.stem}_overhead{out.suffix}")
     _write_csv(pd.DataFrame(rows), out)
     _write_csv(pd.DataFrame(ratios), overhead)
     _print_summary(pd.DataFrame(rows), pd.DataFrame(ratios))
     return [out, overhead]
+
+
+def run_bench(
+    params_path: str,
+    experiments: Sequence[str],
+    profile: str | None,
+    overrides: Sequence[str],
+    out: Path,
+) -> list[Path]:
+    """``study bench``: time every model at every size, dtype and mode; write ``out`` and
+    ``<stem>_overhead.csv`` beside it (both replaced only when everything has run)."""
+    plan = plan_bench(params_path, experiments, profile, overrides)
+    rows: list[dict[str, Any]] = []
+    ratios: list[dict[str, Any]] = []
+    for size in plan.sizes:
+        size_rows, size_ratios = time_size(plan, size)
+        rows += size_rows
+        ratios += size_ratios
+    return write_bench(out, rows, ratios)
 
 
 def _print_summary(rows: pd.DataFrame, ratios: pd.DataFrame) -> None:

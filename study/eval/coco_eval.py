@@ -41,9 +41,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from study.data import collate
 from study.errors import ConfigError, DataError, StudyError
-from study.eval.postprocess import postprocess, to_original
-from study.utils import atomic_path, provenance, write_json
+from study.eval.postprocess import nms_settings, postprocess, to_original
+from study.provenance import provenance
+from study.utils import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,6 @@ def decoder_of(model: nn.Module) -> nn.Module:
 
 
 def _default_collate() -> Callable[..., Any]:
-    from study.data import collate  # an earlier stage; imported late so this module stands alone
 
     return collate
 
@@ -105,12 +106,7 @@ def _infer(
                 images = images.to(device, non_blocking=True)
                 with autocast_context(device, amp):
                     pred = decoder_of(model).decode(model(images))  # (B, N, 5 + C)
-                dets = postprocess(
-                    pred,
-                    float(cfg_eval["conf_thresh"]),
-                    float(cfg_eval["nms_thresh"]),
-                    cfg_eval.get("max_dets"),
-                )
+                dets = postprocess(pred, **nms_settings(cfg_eval))
                 for det, target in zip(dets, targets, strict=True):
                     info = target["info"]
                     image_id = int(info.get("image_id", target.get("image_id")))

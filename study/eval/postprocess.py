@@ -39,6 +39,49 @@ def _kept(boxes: Tensor, scores: Tensor, conf_thresh: float) -> Tensor:
     return (scores >= conf_thresh) & torch.isfinite(scores) & torch.isfinite(boxes).all(-1)
 
 
+def num_candidates(pred: Tensor, conf_thresh: float = 0.001) -> Tensor:
+    """(B,) how many boxes of each image reach NMS (scored and thresholded as in
+    :func:`postprocess`)."""
+    boxes, scores, _ = _scored(pred)
+    return _kept(boxes, scores, conf_thresh).sum(-1)
+
+
+def class_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    nms_thresh: float,
+    image: Tensor | None = None,
+    num_classes: int = 0,
+) -> Tensor:
+    """Indices of the boxes NMS keeps, by decreasing score. Boxes suppress each other only
+    within a class, and, with ``image`` (each box's image in a flattened batch of
+    ``num_classes``-class predictions), only within an image: each (image, class) pair is
+    one group of ``torchvision.ops.batched_nms``."""
+    groups = labels if image is None else image * num_classes + labels
+    return batched_nms(boxes, scores, groups, nms_thresh)
+
+
+def nms_settings(cfg_eval: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`postprocess` / :func:`postprocess_batched` that an
+    ``eval:`` config section sets (``conf_thresh``, ``nms_thresh``, ``max_dets``)."""
+    return {
+        "conf_thresh": float(cfg_eval["conf_thresh"]),
+        "nms_thresh": float(cfg_eval["nms_thresh"]),
+        "max_dets": cfg_eval.get("max_dets"),
+    }
+
+
+def _detections(
+    boxes: Tensor, scores: Tensor, labels: Tensor, idx: Tensor, max_dets: int | None
+) -> dict[str, Tensor]:
+    """One image's detections: the boxes at ``idx`` (by decreasing score), the best
+    ``max_dets`` of them when it is set (> 0)."""
+    if max_dets is not None and max_dets > 0:
+        idx = idx[:max_dets]
+    return {"boxes": boxes[idx], "scores": scores[idx], "labels": labels[idx].long()}
+
+
 def postprocess(
     pred: Tensor,
     conf_thresh: float = 0.001,
@@ -53,15 +96,12 @@ def postprocess(
     sorted by decreasing score, on ``pred``'s device. Half-precision input is computed in float32.
     ``max_dets`` None or <= 0 keeps every box that survives NMS (the official behaviour).
     """
-    boxes_all, scores_all, labels_all = _scored(pred)
     out: list[dict[str, Tensor]] = []
-    for boxes, scores, labels in zip(boxes_all, scores_all, labels_all, strict=True):
+    for boxes, scores, labels in zip(*_scored(pred), strict=True):
         keep = _kept(boxes, scores, conf_thresh)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        idx = batched_nms(boxes, scores, labels, nms_thresh)  # sorted by decreasing score
-        if max_dets is not None and max_dets > 0:
-            idx = idx[:max_dets]
-        out.append({"boxes": boxes[idx], "scores": scores[idx], "labels": labels[idx].long()})
+        idx = class_nms(boxes, scores, labels, nms_thresh)
+        out.append(_detections(boxes, scores, labels, idx, max_dets))
     return out
 
 
@@ -83,17 +123,12 @@ def postprocess_batched(
     image = torch.arange(batch, device=pred.device).repeat_interleave(num_boxes)
     keep = _kept(boxes, scores, conf_thresh)
     boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
-    idx = batched_nms(boxes, scores, image * num_classes + labels, nms_thresh)  # by score
+    idx = class_nms(boxes, scores, labels, nms_thresh, image, num_classes)
     image_of = image[idx]
     order = torch.sort(image_of, stable=True).indices  # group by image, keep the score order
     idx, image_of = idx[order], image_of[order]
     counts = torch.bincount(image_of, minlength=batch).tolist()
-    out: list[dict[str, Tensor]] = []
-    for part in idx.split(counts):
-        if max_dets is not None and max_dets > 0:
-            part = part[:max_dets]
-        out.append({"boxes": boxes[part], "scores": scores[part], "labels": labels[part].long()})
-    return out
+    return [_detections(boxes, scores, labels, part, max_dets) for part in idx.split(counts)]
 
 
 def _pair(value: Any, name: str) -> tuple[float, float]:

@@ -27,23 +27,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from study.errors import ConfigError, StudyError
+from study.config import check_size_list
+from study.errors import StudyError
 from study.eval.coco_eval import DETECTIONS, evaluate
 from study.utils import ensure_writable, swap_in
 
 SIZES_DIR = "test_sizes"
 # Files of the layout before detections were committed with the results (removed on rewrite).
 LEGACY = ("detections.json", "test_sizes_detections")
-
-
-def check_sizes(sizes: Any, where: str) -> list[int]:
-    """``sizes`` as a sorted list of distinct positive multiples of 32 (the largest stride)."""
-    if not isinstance(sizes, (list, tuple)) or not sizes:
-        raise ConfigError(f"{where}: expected a non-empty list of sizes, got {sizes!r}")
-    bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or s <= 0 or s % 32]
-    if bad:
-        raise ConfigError(f"{where}: sizes must be positive multiples of 32, got {bad}")
-    return sorted(set(sizes))
 
 
 def size_detections(size: int) -> str:
@@ -66,7 +57,10 @@ def evaluate_run(
     ``eval.img_size`` was changed). Returns the main metrics with meta; writes the files of the
     module docstring under ``results_dir``."""
     main = int(cfg["eval"]["img_size"])
-    sizes = check_sizes(cfg["eval"].get("test_sizes"), "eval.test_sizes") if test_sizes else []
+    sizes: list[int] = []
+    if test_sizes:  # checked before anything is evaluated or written
+        source = f"config of {cfg.get('name') or 'the run'}"
+        sizes = check_size_list(cfg["eval"].get("test_sizes"), "eval.test_sizes", source)
     results_dir = Path(results_dir)
     ensure_writable(results_dir)
     work = results_dir / ".evaluate.tmp"

@@ -16,9 +16,11 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study.data import CocoDetection
 from study.errors import StudyError
 from study.eval.coco_eval import (
     DETECTIONS,
@@ -60,7 +62,6 @@ class _GroundTruth:
         self._cache: dict[tuple, tuple[Any, list[int]]] = {}
 
     def get(self, meta: dict[str, Any], where: Path) -> tuple[Any, list[int]]:
-        from study.data import CocoDetection
 
         ds = meta.get("dataset") or {}
         cfg = meta.get("config") or {}
@@ -103,13 +104,31 @@ def _same(committed: Any, rescored: Any, tolerance: float) -> bool:
     return math.isclose(committed, rescored, rel_tol=0.0, abs_tol=tolerance)
 
 
-def verify_file(path: Path, ground_truth: _GroundTruth) -> tuple[bool, str]:
-    """(identical?, one report line) for one metrics file."""
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`verify_file` found for one metrics file."""
+
+    ok: bool  # every metric re-scored identically
+    line: str  # the report line
+    git_revision: str | None = None  # the revision recorded in the file's meta, when it has one
+
+
+def verify_file(path: Path, ground_truth: _GroundTruth) -> Verdict:
+    """Re-score one metrics file (read once) from its detections."""
     try:
         data = json.loads(path.read_text())
         meta = data["meta"]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        return False, f"FAIL  {path}: not a readable study metrics file ({exc})"
+        revision = meta.get("git_revision")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return Verdict(False, f"FAIL  {path}: not a readable study metrics file ({exc})")
+    ok, line = _rescore(path, data, meta, ground_truth)
+    return Verdict(ok, line, None if revision is None else str(revision))
+
+
+def _rescore(
+    path: Path, data: dict[str, Any], meta: dict[str, Any], ground_truth: _GroundTruth
+) -> tuple[bool, str]:
+    """(identical?, report line) of the metrics ``data`` of ``path``."""
     dets_path = detections_of(path, meta)
     if not dets_path.is_file():
         return False, f"FAIL  {path}: its detections {dets_path} are missing"
@@ -140,16 +159,10 @@ def verify(results: Path, runs: Sequence[str] = ()) -> tuple[str, bool]:
         where = f" for {', '.join(runs)}" if runs else ""
         raise StudyError(f"{results}: no metrics files{where} (run `dvc repro` or `dvc pull`)")
     ground_truth = _GroundTruth()
-    lines, ok, revisions = [], 0, set()
-    for path in files:
-        good, line = verify_file(path, ground_truth)
-        ok += good
-        lines.append(line)
-        try:
-            revisions.add(json.loads(path.read_text())["meta"].get("git_revision"))
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    dirty = sorted(r for r in revisions if r and str(r).endswith("-dirty"))
+    verdicts = [verify_file(path, ground_truth) for path in files]
+    lines = [v.line for v in verdicts]
+    ok = sum(v.ok for v in verdicts)
+    dirty = sorted({v.git_revision for v in verdicts if (v.git_revision or "").endswith("-dirty")})
     verdict = "all identical" if ok == len(files) else "DIFFERENCES"
     lines.append(
         f"{ok} of {len(files)} metrics files re-scored from their committed detections with "

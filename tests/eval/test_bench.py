@@ -4,6 +4,7 @@ the overhead ratios, the shared NMS candidate set, FLOPs."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -40,7 +41,12 @@ def test_settings_defaults_params_and_overrides() -> None:
         ({}, ["bench.warmup=-1"], "bench.warmup"),
         ({}, ["bench.dtypes=[fp8]"], "bench.dtypes"),
         ({}, ["bench.modes=compiled"], "bench.modes"),
-        ({}, ["bench.sizes=[100]"], "multiples of 32"),
+        (
+            {},
+            ["bench.sizes=[100]"],
+            r"^params: bench.sizes\[0\] must be a multiple of 32, got 100$",
+        ),
+        ({}, ["bench.sizes=[64, 0]"], r"^params: bench.sizes\[1\] must be >= 1, got 0$"),
         ({"bench": {"runs": 5, "rounds": 10}}, [], "rounds: cannot exceed"),
         ({}, ["eval.img_size=64"], "only bench.KEY=VALUE"),
         ({"bench": [1, 2]}, [], "expected a mapping"),
@@ -148,3 +154,89 @@ def test_fast_path_uses_compiled_functions_and_one_batched_nms(monkeypatch) -> N
     assert compiled == [None, None]  # forward and decode; CUDA graphs only on CUDA
     assert subjects[0].fns["nms"] is bench.postprocess_batched
     assert len(times["fusion/none"]["total"]) == 6
+
+
+def test_candidates_and_detections_follow_the_eval_section() -> None:
+    """The untimed counts score and suppress boxes as postprocess does, with the ``eval``
+    section's thresholds and cap."""
+    nms_input = torch.tensor(
+        [
+            [
+                [50.0, 50.0, 20.0, 20.0, 0.9, 0.9, 0.1, 0.0],  # class 0, score 0.81
+                [52.0, 50.0, 20.0, 20.0, 0.8, 0.9, 0.1, 0.0],  # class 0, 0.72, IoU 0.82: removed
+                [52.0, 50.0, 20.0, 20.0, 0.8, 0.1, 0.9, 0.0],  # class 1, 0.72: kept
+                [10.0, 10.0, 4.0, 4.0, 0.01, 0.05, 0.0, 0.0],  # 0.0005: below the threshold
+            ]
+        ]
+    )
+    (subject,) = _subjects()[:1]
+    x = torch.rand(1, 3, 64, 64)
+    cpu = torch.device("cpu")
+    assert bench._candidates(subject, x, nms_input, EV, None, cpu) == (3, 2)
+    capped = {**EV, "max_dets": 1}
+    assert bench._candidates(subject, x, nms_input, capped, None, cpu) == (3, 1)
+    strict = {**EV, "conf_thresh": 0.75}
+    assert bench._candidates(subject, x, nms_input, strict, None, cpu) == (1, 1)
+    loose = {**EV, "nms_thresh": 0.9}
+    assert bench._candidates(subject, x, nms_input, loose, None, cpu) == (3, 3)
+
+
+def test_run_bench_writes_a_row_per_model_size_dtype_and_mode(tmp_path, monkeypatch) -> None:
+    """The whole command on two small models (images and models stubbed): sizes from the
+    config's test sizes plus its eval size, fp32 only on the CPU, every row's columns."""
+    cfg = {
+        "name": "bench",
+        "profile": "tiny",
+        "eval": {**EV, "device": "cpu", "img_size": 96, "test_sizes": [64, 96]},
+    }
+    sizes_seen = []
+
+    def images(cfg_, size, count):
+        sizes_seen.append(size)
+        return torch.rand(2, 3, size, size), [{"boxes": torch.zeros(0, 4)}] * 2
+
+    monkeypatch.setattr(bench, "load_subjects", lambda *a: (_subjects(), cfg))
+    monkeypatch.setattr(bench, "bench_images", images)
+    overrides = [
+        "bench.runs=2",
+        "bench.rounds=2",
+        "bench.warmup=0",
+        "bench.throughput_runs=1",
+        "bench.throughput_batch=2",
+        "bench.dtypes=[fp32, bf16]",
+    ]
+    out = tmp_path / "bench.csv"
+    paths = bench.run_bench(str(tmp_path / "none.yaml"), [], None, overrides, out)
+    assert paths == [out, tmp_path / "bench_overhead.csv"] and sizes_seen == [64, 96]
+    rows = pd.read_csv(out)
+    assert list(zip(rows["model"], rows["size"], rows["dtype"], strict=True)) == [
+        ("fusion/none", 64, "fp32"),
+        ("fusion/asff", 64, "fp32"),
+        ("fusion/none", 96, "fp32"),
+        ("fusion/asff", 96, "fp32"),
+    ]
+    assert (rows["runs"] == 2).all() and (rows["rounds"] == 2).all() and (rows["images"] == 2).all()
+    assert (rows["nms_input"] == "own").all() and (rows["profile"] == "tiny").all()
+    assert rows["flops"].iloc[2] > rows["flops"].iloc[0] > 0  # 96 px costs more than 64 px
+    ratios = pd.read_csv(tmp_path / "bench_overhead.csv")
+    assert list(zip(ratios["model"], ratios["reference"], ratios["size"], strict=True)) == [
+        ("fusion/asff", "fusion/none", 64),
+        ("fusion/asff", "fusion/none", 96),
+    ]
+    assert (ratios["ratio"] > 0).all() and (ratios["rounds"] == 2).all()
+
+
+def test_run_bench_refuses_a_bad_test_size_before_timing(tmp_path, monkeypatch) -> None:
+    cfg = {
+        "name": "fusion/none",
+        "eval": {**EV, "device": "cpu", "img_size": 96, "test_sizes": [100]},
+    }
+    monkeypatch.setattr(bench, "load_subjects", lambda *a: (_subjects(), cfg))
+    monkeypatch.setattr(bench, "bench_images", lambda *a: pytest.fail("timed a bad size"))
+    with pytest.raises(
+        ConfigError,
+        match=r"^config of fusion/none: \(eval.test_sizes \+ \[eval.img_size\]\)\[0\] must be a "
+        r"multiple of 32, got 100$",
+    ):
+        bench.run_bench(str(tmp_path / "none.yaml"), [], None, [], tmp_path / "bench.csv")
+    assert not list(tmp_path.iterdir())

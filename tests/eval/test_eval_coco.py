@@ -171,7 +171,7 @@ def test_autocast_context_modes():
         autocast_context(cpu, "int8")
 
 
-def test_dropped_ground_truth_is_refused_scored_or_ignored_as_asked(coco_root) -> None:
+def test_dropped_ground_truth_is_refused_scored_or_ignored_as_asked(coco_root, perfect) -> None:
     """Annotation 5 stands for a box the loader drops: a detector never sees it in training, and a
     perfect detector of the loaded boxes loses AP to it when it is scored."""
     from study.data import load_coco
@@ -180,16 +180,8 @@ def test_dropped_ground_truth_is_refused_scored_or_ignored_as_asked(coco_root) -
 
     ann = coco_root / "annotations" / "instances_val2017.json"
     gt = load_coco(ann)
-    perfect = [
-        {
-            "image_id": a["image_id"],
-            "category_id": a["category_id"],
-            "bbox": a["bbox"],
-            "score": 1.0,
-        }
-        for a in gt.dataset["annotations"]
-        if not a["iscrowd"] and a["id"] != 5
-    ]
+    perfect = [r for r in perfect if r["image_id"] != 3]  # annotation 5 is image 3's only box
+    assert len(perfect) == 3
     with pytest.raises(DataError, match=r"1 ground-truth boxes are dropped .*ids 5\)"):
         scored_ground_truth(gt, [5], "error", ann)
     scored, record = scored_ground_truth(gt, [5], "score", ann)

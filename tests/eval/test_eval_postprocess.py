@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from study.eval.postprocess import cxcywh_to_xyxy, postprocess, to_original
+from study.eval.postprocess import (
+    class_nms,
+    cxcywh_to_xyxy,
+    nms_settings,
+    num_candidates,
+    postprocess,
+    to_original,
+)
 
 
 def row(cx, cy, w, h, obj, *cls):
@@ -196,3 +203,60 @@ def test_no_per_image_cap_by_default_as_the_official_evaluator() -> None:
     assert len(postprocess(pred)[0]["scores"]) == 150
     assert len(postprocess_batched(pred)[0]["scores"]) == 150
     assert len(postprocess(pred, max_dets=100)[0]["scores"]) == 100  # only when asked
+
+
+def test_num_candidates_counts_what_reaches_nms() -> None:
+    """Objectness x best class probability against the threshold; non-finite boxes and scores
+    never reach NMS."""
+    pred = torch.tensor(
+        [
+            [
+                row(10, 10, 4, 4, 0.04, 0.05, 0.01),  # 0.002
+                row(30, 30, 4, 4, 0.01, 0.05, 0.02),  # 0.0005
+                row(30, 30, 4, 4, 0.5, 0.2, 0.6),  # 0.3
+                row(float("nan"), 30, 4, 4, 0.9, 0.9, 0.0),  # a non-finite box
+            ],
+            [
+                row(10, 10, 4, 4, float("inf"), 0.5, 0.0),  # a non-finite score
+                row(10, 10, 4, 4, 0.001, 1.0, 0.0),  # 0.001: at the threshold
+                row(10, 10, 4, 4, 0.0, 0.0, 0.0),
+                row(10, 10, 4, 4, 0.0, 0.0, 0.0),
+            ],
+        ]
+    )
+    assert num_candidates(pred).tolist() == [2, 1]
+    assert num_candidates(pred, 0.01).tolist() == [1, 0]
+    assert [len(d["scores"]) for d in postprocess(pred)] == [2, 1]
+
+
+def test_class_nms_groups_by_class_and_by_image() -> None:
+    boxes = torch.tensor([[40.0, 40, 60, 60], [42, 40, 62, 60], [42, 40, 62, 60]])  # IoU 0.82
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    same = torch.tensor([0, 0, 0])
+    assert class_nms(boxes, scores, same, 0.65).tolist() == [0]
+    assert class_nms(boxes, scores, torch.tensor([0, 1, 1]), 0.65).tolist() == [0, 1]
+    assert class_nms(boxes, scores, same, 0.9).tolist() == [0, 1]  # boxes 1 and 2: IoU 1
+    # box 0 alone in image 0: only boxes of one image and one class suppress each other
+    image = torch.tensor([0, 1, 1])
+    assert class_nms(boxes, scores, same, 0.65, image, num_classes=2).tolist() == [0, 1]
+    # (image 0, class 1) and (image 1, class 0) are different groups
+    labels = torch.tensor([1, 0, 0])
+    assert class_nms(boxes, scores, labels, 0.65, image, num_classes=2).tolist() == [0, 1]
+
+
+def test_nms_settings_are_the_eval_sections() -> None:
+    ev = {"conf_thresh": 0.5, "nms_thresh": 0.3, "batch_size": 8, "img_size": 64}
+    assert nms_settings(ev) == {"conf_thresh": 0.5, "nms_thresh": 0.3, "max_dets": None}
+    assert nms_settings({**ev, "conf_thresh": 1, "max_dets": 2}) == {
+        "conf_thresh": 1.0,
+        "nms_thresh": 0.3,
+        "max_dets": 2,
+    }
+    pred = torch.tensor(
+        [[row(50, 50, 20, 20, 0.9, 0.9), row(60, 50, 20, 20, 0.8, 0.9), row(9, 9, 2, 2, 0.1, 0.9)]]
+    )  # IoU of the first two: 0.33
+    assert postprocess(pred, **nms_settings(ev))[0]["scores"].tolist() == pytest.approx([0.81])
+    loose = {**ev, "conf_thresh": 0.05, "nms_thresh": 0.65}
+    assert postprocess(pred, **nms_settings(loose))[0]["scores"].tolist() == pytest.approx(
+        [0.81, 0.72, 0.09]
+    )

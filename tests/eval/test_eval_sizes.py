@@ -11,19 +11,46 @@ from typing import Any
 import pytest
 
 import study.eval.sizes as sizes_mod
+from study.config import check_keys, check_size_list
 from study.errors import ConfigError, StudyError
-from study.eval.sizes import check_sizes, evaluate_run, read_test_sizes
+from study.eval.sizes import evaluate_run, read_test_sizes
 
 
-def test_check_sizes_sorts_and_rejects_bad_sizes() -> None:
-    assert check_sizes([160, 64, 96, 64], "x") == [64, 96, 160]
-    for bad in ([], [100], [0], [-32], ["big"], [True], 608):
-        with pytest.raises(ConfigError, match="eval.test_sizes"):
-            check_sizes(bad, "eval.test_sizes")
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        ([], "src: eval.test_sizes must be a non-empty list, got []"),
+        (608, "src: eval.test_sizes must be a list, got 608 (int)"),
+        ([64, 100], "src: eval.test_sizes[1] must be a multiple of 32, got 100"),
+        ([16], "src: eval.test_sizes[0] must be a multiple of 32, got 16"),
+        ([0], "src: eval.test_sizes[0] must be >= 1, got 0"),
+        ([-32], "src: eval.test_sizes[0] must be >= 1, got -32"),
+        (["big"], "src: eval.test_sizes[0] must be an integer, got 'big' (str)"),
+        ([True], "src: eval.test_sizes[0] must be an integer, got true (bool)"),
+        ([64.0], "src: eval.test_sizes[0] must be an integer, got 64.0 (float)"),
+    ],
+)
+def test_size_lists_are_refused_with_the_config_wording(sizes, message) -> None:
+    with pytest.raises(ConfigError) as exc:
+        check_size_list(sizes, "eval.test_sizes", "src")
+    assert str(exc.value) == message
+
+
+def test_size_lists_are_sorted_and_checked_as_config_values() -> None:
+    assert check_size_list([160, 64, 96, 64], "x", "src") == [64, 96, 160]
+    assert check_size_list((32,), "x", "src") == [32]
+    # the config loader words a bad test size the same way (one rule: study.config's size rule)
+    base = {"eval": {"test_sizes": [320]}}
+    for bad in ([64, 100], [0]):
+        with pytest.raises(ConfigError) as loaded:
+            check_keys({"eval": {"test_sizes": bad}}, base, "src")
+        with pytest.raises(ConfigError) as checked:
+            check_size_list(bad, "eval.test_sizes", "src")
+        assert str(checked.value) == str(loaded.value)
 
 
 def _cfg(sizes: list[int], main: int = 96) -> dict[str, Any]:
-    return {"eval": {"img_size": main, "test_sizes": sizes}, "data": {}}
+    return {"name": "fusion/asff", "eval": {"img_size": main, "test_sizes": sizes}, "data": {}}
 
 
 def _fake_evaluate(fail_at: int | None = None):
@@ -98,12 +125,42 @@ def test_a_failed_run_keeps_the_earlier_files(tmp_path: Path, monkeypatch) -> No
     ]
 
 
-def test_a_bad_size_is_refused_before_any_evaluation(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ([64, 100], "eval.test_sizes[1] must be a multiple of 32, got 100"),
+        ([16, 64], "eval.test_sizes[0] must be a multiple of 32, got 16"),
+        ([0], "eval.test_sizes[0] must be >= 1, got 0"),
+        ("64", "eval.test_sizes must be a list, got '64' (str)"),
+    ],
+)
+def test_a_bad_size_is_refused_before_any_evaluation(
+    tmp_path: Path, monkeypatch, bad, message
+) -> None:
+    """``study evaluate --test-sizes`` with a bad size: refused before any inference, and the
+    earlier run's files (metrics.json first) stay byte for byte as they were."""
     fake, calls = _fake_evaluate()
     monkeypatch.setattr(sizes_mod, "evaluate", fake)
-    with pytest.raises(ConfigError, match="multiples of 32"):
-        evaluate_run(None, _cfg([64, 100]), lambda c: None, None, "cpu", tmp_path, test_sizes=True)
-    assert calls == [] and not list(tmp_path.iterdir())
+    evaluate_run(None, _cfg([64, 160]), lambda c: None, None, "cpu", tmp_path, test_sizes=True)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    metrics = (tmp_path / "metrics.json").read_bytes()
+    assert json.loads(metrics)["AP"] == 0.096 and len(before) == 6
+    calls.clear()
+    datasets: list[int] = []
+    with pytest.raises(ConfigError) as exc:
+        evaluate_run(
+            None,
+            _cfg(bad, main=128),
+            lambda c: datasets.append(c["eval"]["img_size"]),
+            None,
+            "cpu",
+            tmp_path,
+            test_sizes=True,
+        )
+    assert str(exc.value) == f"config of fusion/asff: {message}"
+    assert calls == [] and datasets == []  # nothing evaluated, no dataset built
+    assert (tmp_path / "metrics.json").read_bytes() == metrics
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_read_test_sizes_names_a_bad_file(tmp_path: Path) -> None:
