@@ -143,13 +143,22 @@ def level_gradients(
     return Pass(grads, levels, detached_weights, [f.detach() for f in fused])
 
 
+def target_boxes(target: dict, device: torch.device | None = None) -> Tensor:
+    """A target's boxes as a plain (N, 4) XYXY tensor in the (resized) input image's pixels, on
+    ``device`` (None: where they are)."""
+    return target["boxes"].as_subclass(Tensor).to(device).reshape(-1, 4)
+
+
+def box_areas(target: dict, device: torch.device | None = None) -> Tensor:
+    """Original-image area of each of a target's boxes (undoing the resize ``info.scale``)."""
+    boxes = target_boxes(target, device)
+    sx, sy = target["info"]["scale"]
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sx * sy)
+
+
 def object_areas(targets: list[dict], device: torch.device) -> Tensor:
     """Original-image area of every target box, concatenated in batch order (as the loss)."""
-    areas = []
-    for t in targets:
-        boxes = t["boxes"].as_subclass(Tensor).to(device).reshape(-1, 4)
-        sx, sy = t["info"]["scale"]
-        areas.append((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sx * sy))
+    areas = [box_areas(t, device) for t in targets]
     return torch.cat(areas) if areas else torch.zeros(0, device=device)
 
 
@@ -273,7 +282,7 @@ def agreement(
     """
     centres, image_of = [], []
     for b, t in enumerate(targets):
-        boxes = t["boxes"].as_subclass(Tensor).reshape(-1, 4)
+        boxes = target_boxes(t)
         centres.append(
             torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), 1)
         )

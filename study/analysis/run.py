@@ -12,6 +12,8 @@ Writes ``results/<experiment>/seed<k>/analysis/``:
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,17 +29,23 @@ from study.analysis.gradients import (
     ConflictSamples,
     agreement,
     binned_by_weight,
+    box_areas,
     conflict_at_positives,
     level_gradients,
     object_areas,
     size_bucket,
     summarize,
+    target_boxes,
 )
+from study.data import IMAGENET_MEAN, IMAGENET_STD, collate, eval_dataset
+from study.engine.loss import build_criterion
 from study.errors import ConfigError, StudyError
-from study.utils import atomic_path, provenance, write_json
+from study.models.weights import check_classes, load_weights
+from study.provenance import provenance
+from study.utils import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from study.pipeline import RunPaths
+    from study.runs import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +106,7 @@ def checkpoints(paths: RunPaths, epochs: int) -> list[tuple[str, float, Path]]:
     return out
 
 
-def _box_sets(target: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    boxes = target["boxes"].as_subclass(torch.Tensor).reshape(-1, 4)
-    sx, sy = target["info"]["scale"]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (sx * sy)
-    return boxes, size_bucket(area)
+MAP_KINDS = ("nested", *BUCKETS)  # what the weight-map images show, in this order
 
 
 def _has_nested(boxes: torch.Tensor) -> bool:
@@ -118,24 +122,26 @@ def _has_nested(boxes: torch.Tensor) -> bool:
     return bool(inside.any())
 
 
+def image_kinds(target: dict) -> set[str]:
+    """The kinds of :data:`MAP_KINDS` an image shows: ``nested`` (a box inside another) and the
+    size bucket of each of its objects."""
+    kinds = {BUCKETS[b] for b in size_bucket(box_areas(target)).tolist()}
+    if _has_nested(target_boxes(target)):
+        kinds.add("nested")
+    return kinds
+
+
 def choose_map_images(dataset, count: int) -> list[int]:  # noqa: ANN001
     """The first image with nested objects, then with a small, a medium and a large object
-    (in the dataset's order, each image once), then the first remaining images."""
-    wanted = ["nested", *BUCKETS][:count]
+    (in the dataset's order, each image once), then the first remaining images. Each image is
+    read at most once, when a kind first needs it."""
+    kinds_of = cache(lambda i: image_kinds(dataset[i][1]))
     chosen: list[int] = []
-    for kind in wanted:
-        for i in range(len(dataset)):
-            if i in chosen:
-                continue
-            boxes, buckets = _box_sets(dataset[i][1])
-            ok = (
-                _has_nested(boxes)
-                if kind == "nested"
-                else bool((buckets == BUCKETS.index(kind)).any())
-            )
-            if ok:
-                chosen.append(i)
-                break
+    for kind in MAP_KINDS[:count]:
+        hit = (i for i in range(len(dataset)) if i not in chosen and kind in kinds_of(i))
+        first = next(hit, None)
+        if first is not None:
+            chosen.append(first)
     chosen += [i for i in range(len(dataset)) if i not in chosen][: count - len(chosen)]
     return chosen
 
@@ -157,11 +163,7 @@ def analyze_checkpoint(
         images = images.to(device)
         areas = object_areas(targets, device)
         plain = [
-            {
-                "boxes": t["boxes"].as_subclass(torch.Tensor).to(device),
-                "labels": t["labels"].to(device),
-            }
-            for t in targets
+            {"boxes": target_boxes(t, device), "labels": t["labels"].to(device)} for t in targets
         ]
         with torch.no_grad():
             feats = model.features(images)
@@ -204,8 +206,6 @@ def agreement_rows(label: str, frac: float, records: list) -> list[dict[str, Any
 def weight_maps(model: torch.nn.Module, dataset, indices: list[int], device) -> dict:  # noqa: ANN001
     """Arrays for the figures: image (uint8), boxes, labels, per output level the weights
     (3, H, W) when the fusion has them and the fused map's mean activation (H, W)."""
-    from study.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     arrays: dict[str, np.ndarray] = {"indices": np.asarray(indices)}
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
     std = torch.tensor(IMAGENET_STD)[:, None, None]
@@ -216,7 +216,7 @@ def weight_maps(model: torch.nn.Module, dataset, indices: list[int], device) -> 
             fused, weights = model.fuse(model.features(image[None].to(device)))
         rgb = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
         arrays[f"image{n}"] = rgb.numpy()
-        arrays[f"boxes{n}"] = target["boxes"].as_subclass(torch.Tensor).numpy()
+        arrays[f"boxes{n}"] = target_boxes(target).numpy()
         arrays[f"labels{n}"] = target["labels"].numpy()
         arrays[f"image_id{n}"] = np.asarray(int(target["info"]["image_id"]))
         for k, f in enumerate(fused):
@@ -224,6 +224,91 @@ def weight_maps(model: torch.nn.Module, dataset, indices: list[int], device) -> 
             if weights is not None:
                 arrays[f"weights{n}_level{k}"] = weights[k][0].cpu().numpy().astype(np.float32)
     return arrays
+
+
+# Columns of the CSV files (None: those of the rows); empty files keep their header.
+CSV_FILES: dict[str, tuple[str, list[str] | None]] = {
+    "gradients": ("gradients.csv", None),
+    "bins": ("gradient_bins.csv", ["mode", "w_low", "w_high", "locations", "share_mean"]),
+    "agreement": (
+        "agreement.csv",
+        [
+            "checkpoint",
+            "fraction",
+            "bucket",
+            "objects",
+            "agree",
+            "rate",
+            "chance",
+            "w_assigned_mean",
+        ],
+    ),
+}
+
+
+@dataclass
+class Findings:
+    """What a run's checkpoints gave: the rows of each CSV file (``CSV_FILES``), the weight-map
+    arrays (final weights), whether the fusion has weights, and its name."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {key: [] for key in CSV_FILES}
+    )
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    has_weights: bool = False
+    fusion: str | None = None
+
+    def add(
+        self, label: str, frac: float, samples: dict[str, dict[str, np.ndarray]], records: list
+    ) -> None:
+        """One checkpoint's conflict samples (per gradient mode) and agreement records."""
+        for mode, arr in samples.items():
+            for row in summarize(arr):
+                self.rows["gradients"].append(
+                    {"checkpoint": label, "fraction": frac, "mode": mode, **row}
+                )
+            if label == "final":
+                self.rows["bins"] += [{"mode": mode, **row} for row in binned_by_weight(arr)]
+        self.rows["agreement"] += agreement_rows(label, frac, records)
+        self.has_weights = self.has_weights or bool(records)
+
+
+def analyze_weights(
+    weights_path: Path,
+    label: str,
+    cfg: dict[str, Any],
+    dataset,  # noqa: ANN001
+    loader: DataLoader,
+    device: torch.device,
+) -> tuple[torch.nn.Module, dict[str, dict[str, np.ndarray]], list]:
+    """One checkpoint: its model (eval mode, running statistics as saved), conflict samples and
+    agreement records."""
+    model, blob = load_weights(weights_path, device)
+    check_classes(blob, weights_path, dataset)
+    criterion = build_criterion(model, cfg["train"]).to(device)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    samples, records = analyze_checkpoint(model, criterion, loader, device, label)
+    model.load_state_dict(state)  # undo the running-statistics updates of training mode
+    model.eval()
+    return model, samples, records
+
+
+def write_findings(out: Path, findings: Findings) -> list[Path]:
+    """The CSV files and maps.npz (removed when stale: no maps this time)."""
+    written = []
+    for key, (name, columns) in CSV_FILES.items():
+        frame = pd.DataFrame(findings.rows[key], columns=columns)
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+        written.append(out / name)
+    if findings.maps:
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **findings.maps)
+        written.append(out / "maps.npz")
+    elif (out / "maps.npz").exists():
+        (out / "maps.npz").unlink()  # a stale file from a run with map_images > 0
+    return written
 
 
 def analyze_run(
@@ -234,82 +319,33 @@ def analyze_run(
     source: str = "params.yaml",
 ) -> list[Path]:
     """Analyse one (experiment, seed) run; returns the files written."""
-    from study.data import collate
-    from study.engine.loss import build_criterion
-    from study.pipeline import check_classes, eval_dataset, load_weights
-
     settings = check_settings(settings, source)
     ckpts = checkpoints(paths, int(cfg["train"]["epochs"]))
     dataset = eval_dataset(cfg)
     n_images = len(dataset) if settings["images"] is None else min(settings["images"], len(dataset))
     subset = Subset(dataset, range(n_images))
     loader = DataLoader(subset, batch_size=settings["batch_size"], collate_fn=collate)
-    tc = cfg["train"]
 
-    grad_rows: list[dict[str, Any]] = []
-    bin_rows: list[dict[str, Any]] = []
-    agree_rows: list[dict[str, Any]] = []
-    maps: dict[str, np.ndarray] = {}
-    has_weights = False
+    findings = Findings()
     for label, frac, weights_path in ckpts:
-        model, blob = load_weights(weights_path, device)
-        check_classes(blob, weights_path, dataset)
-        criterion = build_criterion(model, tc).to(device)
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        samples, records = analyze_checkpoint(model, criterion, loader, device, label)
-        model.load_state_dict(state)  # undo the running-statistics updates of training mode
-        model.eval()
-        for mode, arr in samples.items():
-            for row in summarize(arr):
-                grad_rows.append({"checkpoint": label, "fraction": frac, "mode": mode, **row})
-            if label == "final":
-                for row in binned_by_weight(arr):
-                    bin_rows.append({"mode": mode, **row})
-        agree_rows += agreement_rows(label, frac, records)
-        has_weights = has_weights or bool(records)
-        if label == "final" and settings["map_images"]:
-            maps = weight_maps(
-                model, dataset, choose_map_images(subset, settings["map_images"]), device
-            )
+        model, samples, records = analyze_weights(weights_path, label, cfg, dataset, loader, device)
+        findings.add(label, frac, samples, records)
+        if label == "final":
+            findings.fusion = (model.spec or {}).get("fusion")
+            if settings["map_images"]:
+                chosen = choose_map_images(subset, settings["map_images"])
+                findings.maps = weight_maps(model, dataset, chosen, device)
         log.info("%s %s: analysed %d images", cfg["name"], label, n_images)
 
     out = paths.analysis
-    written = []
-    for name, rows, columns in (
-        ("gradients.csv", grad_rows, None),
-        ("gradient_bins.csv", bin_rows, ["mode", "w_low", "w_high", "locations", "share_mean"]),
-        (
-            "agreement.csv",
-            agree_rows,
-            [
-                "checkpoint",
-                "fraction",
-                "bucket",
-                "objects",
-                "agree",
-                "rate",
-                "chance",
-                "w_assigned_mean",
-            ],
-        ),
-    ):
-        with atomic_path(out / name) as tmp:
-            pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
-        written.append(out / name)
-    if maps:
-        with atomic_path(out / "maps.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **maps)
-        written.append(out / "maps.npz")
-    elif (out / "maps.npz").exists():
-        (out / "maps.npz").unlink()  # a stale file from a run with map_images > 0
+    written = write_findings(out, findings)
     write_json(
         out / "summary.json",
         {
             "experiment": cfg["name"],
-            "seed": int(tc["seed"]),
-            "fusion": (model.spec or {}).get("fusion"),
-            "has_weights": has_weights,
+            "seed": int(cfg["train"]["seed"]),
+            "fusion": findings.fusion,
+            "has_weights": findings.has_weights,
             "settings": settings,
             "images": n_images,
             "dataset": str(dataset.ann_file),

@@ -13,26 +13,13 @@ import numpy as np
 import pandas as pd
 
 from study.errors import StudyError
-from study.report.collect import read_json, run_dir
+from study.report.collect import read_csv, read_json, run_dir
 
 BUCKET_ORDER = ("all", "small", "medium", "large")
 
 
 def analysis_dir(results_dir: Path, experiment: str, seed: int) -> Path:
     return run_dir(results_dir, experiment, seed) / "analysis"
-
-
-def _read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise StudyError(f"{path}: file not found (run `study analyze` for this run)")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: not a readable CSV: {exc}") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise StudyError(f"{path}: missing columns {', '.join(missing)}")
-    return frame
 
 
 GRADIENT_COLUMNS = ("checkpoint", "fraction", "mode", "bucket", "locations", "share_mean")
@@ -53,7 +40,7 @@ def collect_analysis(
                 ("bins", "gradient_bins.csv", ("mode", "w_low", "share_mean")),
                 ("agreement", "agreement.csv", AGREEMENT_COLUMNS),
             ):
-                frame = _read_csv(folder / name, cols)
+                frame = read_csv(folder / name, cols, written_by="study analyze")
                 frames[key].append(frame.assign(fusion=fusion, seed=int(seed)))
             summary = read_json(folder / "summary.json", required=True)
             if not isinstance(summary, dict) or not isinstance(summary.get("images"), int):
@@ -78,6 +65,24 @@ def _ms(values: pd.Series, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _cells(
+    row: dict[str, str],
+    num: dict[str, object],
+    shown: str,
+    key: str,
+    values: pd.Series,
+    digits: int = 2,
+    std: bool = True,
+) -> None:
+    """Seeds' ``values`` as the display cell ``shown`` (mean ± std) and the numeric columns
+    ``key`` and (with ``std``) ``<key>_std``."""
+    row[shown] = _ms(values, digits)
+    mean, spread, _ = _stats(values)
+    num[key] = mean
+    if std:
+        num[f"{key}_std"] = spread
+
+
 def checkpoint_order(gradients: pd.DataFrame) -> list[str]:
     return list(
         gradients.drop_duplicates("checkpoint").sort_values("fraction")["checkpoint"].astype(str)
@@ -97,25 +102,18 @@ def gradient_table(
         def sel(ckpt: str, mode: str = "full", bucket: str = "all", g=g) -> pd.DataFrame:  # noqa: ANN001
             return g[(g["checkpoint"] == ckpt) & (g["mode"] == mode) & (g["bucket"] == bucket)]
 
-        row = {"strategy": fusion}
+        row: dict[str, str] = {"strategy": fusion}
         num: dict[str, object] = {"strategy": fusion}
         for ckpt in ckpts:
-            row[f"share {ckpt}"] = _ms(sel(ckpt)["share_mean"])
-            num[f"share_{ckpt}"], num[f"share_{ckpt}_std"], _ = _stats(sel(ckpt)["share_mean"])
+            _cells(row, num, f"share {ckpt}", f"share_{ckpt}", sel(ckpt)["share_mean"])
         final = sel("final")
-        row["share final, weights detached"] = _ms(sel("final", "detached")["share_mean"])
-        num["share_final_detached"], num["share_final_detached_std"], _ = _stats(
-            sel("final", "detached")["share_mean"]
-        )
+        detached = sel("final", "detached")["share_mean"]
+        _cells(row, num, "share final, weights detached", "share_final_detached", detached)
         for bucket in BUCKET_ORDER[1:]:
-            row[f"share final {bucket}"] = _ms(sel("final", bucket=bucket)["share_mean"])
-            num[f"share_final_{bucket}"], num[f"share_final_{bucket}_std"], _ = _stats(
-                sel("final", bucket=bucket)["share_mean"]
-            )
-        row["cosine final"] = _ms(final["cosine_mean"], 3)
-        num["cosine_final"], num["cosine_final_std"], _ = _stats(final["cosine_mean"])
-        row["w_others final"] = _ms(final["w_others_mean"])
-        num["w_others_final"], _, _ = _stats(final["w_others_mean"])
+            by_size = sel("final", bucket=bucket)["share_mean"]
+            _cells(row, num, f"share final {bucket}", f"share_final_{bucket}", by_size)
+        _cells(row, num, "cosine final", "cosine_final", final["cosine_mean"], 3)
+        _cells(row, num, "w_others final", "w_others_final", final["w_others_mean"], std=False)
         row["locations per seed"] = f"{int(final['locations'].mean())}" if len(final) else "–"
         num["locations"] = float(final["locations"].mean()) if len(final) else math.nan
         num["seeds"] = int(final["seed"].nunique()) if len(final) else 0

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from study.errors import StudyError
+from study.eval.coco_eval import DETECTIONS
 
 AP_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -35,6 +36,26 @@ def read_json(path: Path, required: bool) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StudyError(f"{path}: invalid JSON: {exc}") from None
+
+
+def read_csv(
+    path: Path, columns: Sequence[str] = (), written_by: str | None = None
+) -> pd.DataFrame | None:
+    """The CSV file ``path``, which must have ``columns``; None when it is absent, unless
+    ``written_by`` names the command that writes it (then a StudyError, as for a file that is
+    not a readable CSV or lacks a column, naming the file)."""
+    if not path.is_file():
+        if written_by is not None:
+            raise StudyError(f"{path}: file not found (run `{written_by}` for this run)")
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{path}: not a readable CSV: {exc}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StudyError(f"{path}: missing columns {', '.join(missing)}")
+    return frame
 
 
 def _read_object(path: Path, required: bool) -> dict[str, Any]:
@@ -100,6 +121,4 @@ def collect_runs(
 
 
 def detections_path(results_dir: str | Path, experiment: str, seed: int) -> Path:
-    from study.eval.coco_eval import DETECTIONS
-
     return run_dir(Path(results_dir), experiment, seed) / DETECTIONS

@@ -10,6 +10,11 @@ import logging
 import warnings
 from pathlib import Path
 
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
 from study.errors import StudyError
 from study.utils import atomic_path, write_text
 
@@ -29,11 +34,6 @@ def _strip_timing(nb) -> None:  # noqa: ANN001
 
 def execute_notebook(notebook: Path, results: Path, out_dir: Path) -> list[Path]:
     """Run ``notebook`` with ``results`` as its parameter; write ipynb and html to ``out_dir``."""
-    import nbformat
-    import papermill
-    from nbconvert import HTMLExporter
-    from papermill.exceptions import PapermillExecutionError
-
     out_ipynb = out_dir / notebook.name
     out_html = out_ipynb.with_suffix(".html")
     with atomic_path(out_ipynb) as tmp, warnings.catch_warnings():

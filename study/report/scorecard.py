@@ -103,6 +103,17 @@ def _result(claim: str, measured: str, spread: str, verdict: str) -> dict[str, s
     }
 
 
+def _not_tested(claim: str, reason: str) -> dict[str, str]:
+    return _result(claim, "–", "–", f"{NOT_TESTED}: {reason}")
+
+
+def _verdict(replicated: bool, not_replicated: bool) -> str:
+    """A claim's verdict from its rule's two tests (the first decides when both hold)."""
+    if replicated:
+        return REPLICATED
+    return NOT_REPLICATED if not_replicated else INCONCLUSIVE
+
+
 def _learned_runs(runs: pd.DataFrame | None, exp: str, min_ap: float) -> pd.DataFrame | None:
     if runs is None or runs.empty:
         return None
@@ -115,31 +126,22 @@ def _chain_claim(claim: str, ev: Evidence, row: str, ref: str) -> dict[str, str]
     trained = set() if runs is None or runs.empty else set(runs["experiment"])
     missing = [r for r in (row, ref) if f"table1/{r}" not in trained]
     if missing:
-        return _result(
-            claim,
-            "–",
-            "–",
-            f"{NOT_TESTED}: Table 1 row(s) {', '.join(missing)} not trained (params `table1`)",
+        return _not_tested(
+            claim, f"Table 1 row(s) {', '.join(missing)} not trained (params `table1`)"
         )
     a = _learned_runs(runs, f"table1/{row}", ev.min_ap)
     b = _learned_runs(runs, f"table1/{ref}", ev.min_ap)
     if a is None or b is None:
-        return _result(
-            claim,
-            "–",
-            "–",
-            f"{NOT_TESTED}: a row's AP is below {ev.min_ap:.2f} (did not learn in the budget)",
+        return _not_tested(
+            claim, f"a row's AP is below {ev.min_ap:.2f} (did not learn in the budget)"
         )
     merged = a.merge(b, on="seed", suffixes=("", "_ref"))
     diffs = 100 * (merged["AP"] - merged["AP_ref"]).to_numpy()
     measured = f"{diffs.mean():+.1f} AP ({row} − {ref})"
     spread = "per seed " + ", ".join(f"{d:+.1f}" for d in diffs)
-    if len(diffs) >= 2 and (diffs > 0).all():
-        verdict = REPLICATED
-    elif (diffs <= 0).all():
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE + (" (one seed)" if len(diffs) < 2 else "")
+    verdict = _verdict(len(diffs) >= 2 and (diffs > 0).all(), (diffs <= 0).all())
+    if verdict == INCONCLUSIVE and len(diffs) < 2:
+        verdict += " (one seed)"
     return _result(claim, measured, spread, verdict)
 
 
@@ -148,44 +150,33 @@ def claim_c2(ev: Evidence) -> dict[str, str]:
         m: _lookup(ev.deltas, "fusion/none", "fusion/asff", m) for m in ("AP", "APs", "APm", "APl")
     }
     if any(r is None for r in rows.values()):
-        return _result("C2", "–", "–", f"{NOT_TESTED}: needs the asff and none fusion runs")
+        return _not_tested("C2", "needs the asff and none fusion runs")
     s, m, lg = rows["APs"], rows["APm"], rows["APl"]
     measured = f"ΔAP {_pts(rows['AP'])}; ΔAPs {_pts(s)}; ΔAPm {_pts(m)}; ΔAPl {_pts(lg)}"
-    if (
+    verdict = _verdict(
         _above(s)
         and _above(m)
-        and (lg["within_noise"] or lg["delta"] < min(s["delta"], m["delta"]))
-    ):
-        verdict = REPLICATED
-    elif (
+        and (lg["within_noise"] or lg["delta"] < min(s["delta"], m["delta"])),
         (not lg["within_noise"] and lg["delta"] > max(s["delta"], m["delta"]))
         or _below(s)
-        or _below(m)
-    ):
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE
+        or _below(m),
+    )
     return _result("C2", measured, "95 % paired bootstrap intervals (images and seeds)", verdict)
 
 
 def claim_c3(ev: Evidence) -> dict[str, str]:
     rows = {f: _lookup(ev.deltas, "fusion/none", f"fusion/{f}", "APl") for f in ("sum", "concat")}
     if any(r is None for r in rows.values()):
-        return _result("C3", "–", "–", f"{NOT_TESTED}: needs the sum, concat and none runs")
+        return _not_tested("C3", "needs the sum, concat and none runs")
     measured = "; ".join(f"{f} − none ΔAPl {_pts(r)}" for f, r in rows.items())
-    if all(_below(r) for r in rows.values()):
-        verdict = REPLICATED
-    elif any(_above(r) for r in rows.values()):
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = _verdict(all(_below(r) for r in rows.values()), any(_above(r) for r in rows.values()))
     return _result("C3", measured, "95 % paired bootstrap intervals", verdict)
 
 
 def claim_c4(ev: Evidence) -> dict[str, str]:
     runs, over = ev.fusion_runs, ev.overhead
     if runs is None or runs.empty or not {"fusion/asff", "fusion/none"} <= set(runs["experiment"]):
-        return _result("C4", "–", "–", f"{NOT_TESTED}: needs the asff and none fusion runs")
+        return _not_tested("C4", "needs the asff and none fusion runs")
     size = runs["img_size"].dropna()
     rows = (
         None
@@ -199,7 +190,7 @@ def claim_c4(ev: Evidence) -> dict[str, str]:
         ]
     )
     if rows is None or rows.empty:
-        return _result("C4", "–", "–", f"{NOT_TESTED}: no interleaved timing (study bench)")
+        return _not_tested("C4", "no interleaved timing (study bench)")
     r = rows.iloc[0]
     lo, hi = 1.05, 1.15
     mid, rmin, rmax = r["ratio_round_median"], r["ratio_round_min"], r["ratio_round_max"]
@@ -208,19 +199,17 @@ def claim_c4(ev: Evidence) -> dict[str, str]:
         f"{int(r['rounds'])} interleaved rounds: median x{mid:.3f}, range x{rmin:.3f} .. "
         f"x{rmax:.3f}; forward only x{r['ratio_forward']:.3f}"
     )
-    if lo <= mid <= hi:
-        verdict = REPLICATED
-    elif rmin > hi or rmax < lo:
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = _verdict(lo <= mid <= hi, rmin > hi or rmax < lo)
     return _result("C4", measured, spread, verdict)
 
 
-def _final_shares(gradients: pd.DataFrame, fusion: str, mode: str = "full") -> np.ndarray:
+def _shares(
+    gradients: pd.DataFrame, fusion: str, mode: str = "full", checkpoint: str = "final"
+) -> np.ndarray:
+    """The conflict share (all sizes) of ``fusion`` at ``checkpoint`` per seed, in seed order."""
     g = gradients[
         (gradients["fusion"] == fusion)
-        & (gradients["checkpoint"] == "final")
+        & (gradients["checkpoint"] == checkpoint)
         & (gradients["mode"] == mode)
         & (gradients["bucket"] == "all")
     ]
@@ -230,15 +219,10 @@ def _final_shares(gradients: pd.DataFrame, fusion: str, mode: str = "full") -> n
 def claim_c5(ev: Evidence) -> dict[str, str]:
     g = ev.gradients
     if g is None or g.empty or not {"asff", "sum", "concat"} <= set(g["fusion"]):
-        return _result("C5", "–", "–", f"{NOT_TESTED}: needs the analysis of asff, sum and concat")
-    shares = {f: _final_shares(g, f) for f in ("asff", "sum", "concat")}
-    detached = _final_shares(g, "asff", "detached")
-    init = g[
-        (g["fusion"] == "asff")
-        & (g["checkpoint"] == "init")
-        & (g["mode"] == "full")
-        & (g["bucket"] == "all")
-    ]["share_mean"].to_numpy(dtype=float)
+        return _not_tested("C5", "needs the analysis of asff, sum and concat")
+    shares = {f: _shares(g, f) for f in ("asff", "sum", "concat")}
+    detached = _shares(g, "asff", "detached")
+    init = _shares(g, "asff", checkpoint="init")
     measured = "; ".join(f"{f} {np.nanmean(v):.3f}" for f, v in shares.items())
     measured += f" (asff, weights detached {np.nanmean(detached):.3f}"
     if init.size:
@@ -247,21 +231,18 @@ def claim_c5(ev: Evidence) -> dict[str, str]:
     spread = "; ".join(
         f"{f} per seed " + ", ".join(f"{x:.3f}" for x in v) for f, v in shares.items()
     )
-    if separated_below(shares["asff"], shares["sum"]) and separated_below(
-        shares["asff"], shares["concat"]
-    ):
-        verdict = REPLICATED
-    elif np.nanmean(shares["asff"]) >= max(np.nanmean(shares["sum"]), np.nanmean(shares["concat"])):
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = _verdict(
+        separated_below(shares["asff"], shares["sum"])
+        and separated_below(shares["asff"], shares["concat"]),
+        np.nanmean(shares["asff"]) >= max(np.nanmean(shares["sum"]), np.nanmean(shares["concat"])),
+    )
     return _result("C5", measured, spread, verdict)
 
 
 def claim_c6(ev: Evidence) -> dict[str, str]:
     a = ev.agreement
     if a is None or a.empty or "asff" not in set(a["fusion"]):
-        return _result("C6", "–", "–", f"{NOT_TESTED}: needs the analysis of asff")
+        return _not_tested("C6", "needs the analysis of asff")
     final = a[(a["checkpoint"] == "final") & (a["bucket"] != "all")]
     asff = final[final["fusion"] == "asff"]
     above, at_chance = [], []
@@ -284,13 +265,7 @@ def claim_c6(ev: Evidence) -> dict[str, str]:
     spread = "asff per seed, all sizes: " + ", ".join(
         f"{100 * r:.1f} %" for r in overall["rate"].to_numpy(dtype=float)
     )
-    if all(above):
-        verdict = REPLICATED
-    elif any(at_chance):
-        verdict = NOT_REPLICATED
-    else:
-        verdict = INCONCLUSIVE
-    return _result("C6", measured, spread, verdict)
+    return _result("C6", measured, spread, _verdict(all(above), any(at_chance)))
 
 
 def scorecard(ev: Evidence) -> pd.DataFrame:

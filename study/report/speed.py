@@ -17,33 +17,21 @@ from typing import Any
 
 import pandas as pd
 
-from study.errors import StudyError
 from study.eval.sizes import read_test_sizes
-from study.report.collect import AP_COLUMNS, run_dir
+from study.report.collect import AP_COLUMNS, read_csv, run_dir
+from study.report.figures import speed_accuracy_figure
 from study.report.tables import MISSING, PAPER_ASFF_STAR, _mean_std, _num, pct, write_table
 
 BENCH_FILE, OVERHEAD_FILE = "bench.csv", "bench_overhead.csv"
+BENCH_COLUMNS = ("model", "size", "dtype", "mode", "total_ms_median", "params", "flops")
 # The latency the tables and the figure use (the other settings stay in bench.csv).
 REFERENCE_SETTING = {"dtype": "fp32", "mode": "eager"}
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: not a readable CSV: {exc}") from None
-
-
 def read_bench(results_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """(bench.csv, bench_overhead.csv) of ``study bench``, None where absent."""
-    bench = _read_csv(Path(results_dir) / BENCH_FILE)
-    need = {"model", "size", "dtype", "mode", "total_ms_median", "params", "flops"}
-    if bench is not None and not need <= set(bench.columns):
-        missing = sorted(need - set(bench.columns))
-        raise StudyError(f"{Path(results_dir) / BENCH_FILE}: missing columns {missing}")
-    return bench, _read_csv(Path(results_dir) / OVERHEAD_FILE)
+    bench = read_csv(Path(results_dir) / BENCH_FILE, BENCH_COLUMNS)
+    return bench, read_csv(Path(results_dir) / OVERHEAD_FILE)
 
 
 def latency(bench: pd.DataFrame | None) -> pd.DataFrame:
@@ -182,8 +170,6 @@ def speed_report(
     """The test-size table, the ASFF* table and the speed-accuracy figure (paths written) of
     the runs ``seeds_of`` names (experiment -> seeds), with the latency of ``bench``
     (results/bench.csv); nothing when no run has been evaluated at several sizes."""
-    from study.report.figures import speed_accuracy_figure
-
     sizes = collect_test_sizes(results_dir, seeds_of)
     if sizes.empty or sizes["size"].nunique() < 2:
         return []

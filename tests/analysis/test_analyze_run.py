@@ -10,14 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torchvision import tv_tensors
 
 from study.analysis import analyze_run
-from study.analysis.run import check_settings
+from study.analysis.run import check_settings, choose_map_images, image_kinds
 from study.config import load_experiment
+from study.data import CocoDetection
 from study.data.synthetic import MIN_IMG_SIZE, generate
-from study.engine.trainer import Trainer, save_weights
+from study.engine.trainer import Trainer
 from study.errors import ConfigError, StudyError
-from study.pipeline import RunPaths
+from study.models.weights import save_weights
+from study.models.zoo import build_model_from_config
+from study.runs import RunPaths
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +36,7 @@ def tiny_cfg(root: Path, fusion: str) -> dict:
             "img_size": 96,
             "device": "cpu",
             "snapshots": [0.0, 0.5],
+            "multiscale": {"enabled": False},  # train at img_size (96), not up to 608
         },
         "eval": {"img_size": 96, "device": "cpu"},
     }
@@ -54,10 +59,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, RunPaths]:
         root / "models" / "seed0.pt",
         root / "results",
         root / "models" / "snapshots" / "seed0",
+        root / "configs",
     )
-    trainer = Trainer(cfg, paths.run_dir, snapshot_dir=paths.snapshots)
-    trainer.fit()
-    save_weights(trainer.final_model, trainer.dataset, cfg, paths.model)
+    # A module fixture is set up before the function fixture that keeps torch at one thread
+    # (tests/conftest.py): with two threads on a busy 2-core machine training is ~50x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(cfg, paths.run_dir, snapshot_dir=paths.snapshots)
+        trainer.fit()
+        save_weights(trainer.final_model, trainer.dataset, cfg, paths.model)
+    finally:
+        torch.set_num_threads(threads)
     return cfg, paths
 
 
@@ -104,12 +117,9 @@ def test_a_fusion_without_weights_has_no_agreement_and_one_gradient(trained, tmp
     cfg, paths = trained
     cfg = tiny_cfg(Path(cfg["data"]["root"]), "sum")
     torch.manual_seed(0)
-    from study.data import CocoDetection
-    from study.engine.trainer import build_model_from_cfg
-
-    model = build_model_from_cfg(cfg, 5)
+    model = build_model_from_config(cfg, 5)
     dataset = CocoDetection(cfg["data"]["root"], "val2017")
-    only = RunPaths(tmp_path, tmp_path / "m.pt", tmp_path / "r", tmp_path / "none")
+    only = RunPaths(tmp_path, tmp_path / "m.pt", tmp_path / "r", tmp_path / "none", tmp_path / "c")
     save_weights(model, dataset, cfg, only.model)
     analyze_run(cfg, {"images": 4, "map_images": 1}, only, torch.device("cpu"))
     grads = pd.read_csv(only.analysis / "gradients.csv")
@@ -136,6 +146,59 @@ def test_settings_are_checked_by_name_and_value() -> None:
 
 def test_missing_weights_name_the_file(trained, tmp_path: Path) -> None:
     cfg, _ = trained
-    paths = RunPaths(tmp_path, tmp_path / "absent.pt", tmp_path / "r", tmp_path / "s")
+    paths = RunPaths(
+        tmp_path, tmp_path / "absent.pt", tmp_path / "r", tmp_path / "s", tmp_path / "c"
+    )
     with pytest.raises(StudyError, match="absent.pt: weights file not found"):
         analyze_run(cfg, {}, paths, torch.device("cpu"))
+
+
+class CountingImages:
+    """A dataset of targets only (images at scale 0.5 of the original) that counts its reads."""
+
+    def __init__(self, boxes: list[list[list[float]]]) -> None:
+        self.boxes = boxes
+        self.reads = [0] * len(boxes)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __getitem__(self, i: int) -> tuple[None, dict]:
+        self.reads[i] += 1
+        box = torch.tensor(self.boxes[i], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(box, format="XYXY", canvas_size=(96, 96)),
+            "info": {"scale": (0.5, 0.5)},
+        }
+        return None, target
+
+
+# resized pixels; original = 2x per axis: 10 x 10 -> 400 (small), 40 x 40 -> 6400 (medium),
+# 60 x 60 -> 14400 (large; 3600 and medium if the scale were ignored)
+SMALL, MEDIUM, LARGE = [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 40.0, 40.0], [0.0, 0.0, 60.0, 60.0]
+NESTED = [[20.0, 20.0, 30.0, 30.0], [10.0, 10.0, 70.0, 70.0]]  # small inside large
+
+
+def test_map_images_by_kind_each_image_read_once() -> None:
+    images = CountingImages([[SMALL], [LARGE], NESTED, [MEDIUM], [SMALL], []])
+    assert [image_kinds(images[i][1]) for i in range(6)] == [
+        {"small"},
+        {"large"},
+        {"nested", "small", "large"},
+        {"medium"},
+        {"small"},
+        set(),
+    ]
+    images.reads = [0] * 6
+    # nested: image 2; small: the first one left, 0; medium: 3; large: 1
+    assert choose_map_images(images, 4) == [2, 0, 3, 1]
+    assert max(images.reads) == 1 and images.reads[4:] == [0, 0]
+    assert choose_map_images(CountingImages([[SMALL], [LARGE], NESTED]), 2) == [2, 0]
+    # no large object: after the kinds found, the first remaining images in order
+    assert choose_map_images(CountingImages([[SMALL], [], NESTED, [MEDIUM], [SMALL]]), 6) == [
+        2,
+        0,
+        3,
+        1,
+        4,
+    ]

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision import tv_tensors
 
 from study.analysis.gradients import (
     BACKGROUND,
@@ -19,8 +20,10 @@ from study.analysis.gradients import (
     LevelLabels,
     agreement,
     binned_by_weight,
+    box_areas,
     conflict_at_positives,
     level_gradients,
+    object_areas,
     resample,
     size_bucket,
     summarize,
@@ -215,3 +218,23 @@ def test_agreement_reads_the_weights_at_the_assigned_centre() -> None:
     records = agreement(levels, [w0, w1], targets, torch.tensor([4.0, 1.0e4]), (2, 1))
     assert [(k, b, top) for k, b, top, _ in records] == [(0, 0, 0), (1, 2, 0)]
     assert records[0][3].tolist() == pytest.approx([0.9, 0.1])
+
+
+def test_object_areas_are_in_original_pixels() -> None:
+    """Boxes in the resized image, ``info.scale`` = resized / original per axis: the area of a
+    20 x 10 box at scale (0.5, 0.25) is 40 x 40 original pixels."""
+
+    def target(boxes: list[list[float]], scale: tuple[float, float]) -> dict:
+        box = tv_tensors.BoundingBoxes(
+            torch.tensor(boxes).reshape(-1, 4), format="XYXY", canvas_size=(64, 64)
+        )
+        return {"boxes": box, "info": {"scale": scale}}
+
+    first = target([[0.0, 0.0, 20.0, 10.0], [4.0, 4.0, 8.0, 6.0]], (0.5, 0.25))
+    second = target([[10.0, 10.0, 60.0, 60.0]], (1.0, 1.0))
+    empty = target([], (2.0, 2.0))
+    assert box_areas(first).tolist() == [1600.0, 64.0]
+    areas = object_areas([first, empty, second], torch.device("cpu"))
+    assert areas.tolist() == [1600.0, 64.0, 2500.0]
+    assert size_bucket(areas).tolist() == [1, 0, 1]
+    assert object_areas([], torch.device("cpu")).shape == (0,)

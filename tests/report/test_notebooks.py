@@ -28,33 +28,36 @@ def _notebook(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
-def test_notebooks_run_on_the_results_folder(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with an empty notebook folder ``nb`` and results folder ``res``."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nb").mkdir()
     (tmp_path / "res").mkdir()
-    (tmp_path / "res" / "x.txt").write_text("42")
+    return tmp_path
+
+
+def test_notebooks_run_on_the_results_folder(workdir: Path) -> None:
+    (workdir / "res" / "x.txt").write_text("42")
     _notebook(
-        tmp_path / "nb" / "a.ipynb",
+        workdir / "nb" / "a.ipynb",
         'from pathlib import Path\nprint(Path(results, "x.txt").read_text())',
     )
     written = execute_notebooks(Path("nb"), Path("res"), Path("out"))
     assert [p.name for p in written] == ["a.ipynb", "a.html"]
-    nb = nbformat.read(tmp_path / "out" / "a.ipynb", as_version=4)
+    nb = nbformat.read(workdir / "out" / "a.ipynb", as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any("42" in o.get("text", "") for o in outputs)
-    text = (tmp_path / "out" / "a.ipynb").read_text()
+    text = (workdir / "out" / "a.ipynb").read_text()
     assert "start_time" not in text and "duration" not in text
-    assert "42" in (tmp_path / "out" / "a.html").read_text()
+    assert "42" in (workdir / "out" / "a.html").read_text()
 
 
-def test_a_failing_cell_names_the_notebook(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "nb").mkdir()
-    (tmp_path / "res").mkdir()
-    _notebook(tmp_path / "nb" / "bad.ipynb", "raise ValueError('no table')")
+def test_a_failing_cell_names_the_notebook(workdir: Path) -> None:
+    _notebook(workdir / "nb" / "bad.ipynb", "raise ValueError('no table')")
     with pytest.raises(StudyError, match=r"nb/bad.ipynb: cell \d+ failed: ValueError: no table"):
         execute_notebooks(Path("nb"), Path("res"), Path("out"))
-    assert not (tmp_path / "out" / "bad.ipynb").exists()
+    assert not (workdir / "out" / "bad.ipynb").exists()
     with pytest.raises(StudyError, match="no notebooks"):
         execute_notebooks(Path("res"), Path("res"), Path("out"))
     with pytest.raises(StudyError, match="absent: results folder not found"):

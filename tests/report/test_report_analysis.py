@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from study.data.coco import read_annotation_file
 from study.errors import StudyError
-from study.report import analysis_report
+from study.report import analysis_report, build_report
 from study.report.scorecard import (
     INCONCLUSIVE,
     NOT_REPLICATED,
@@ -68,15 +69,19 @@ def _agreement_rows(rates: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_analysis(results: Path, share: dict[str, float], with_maps: bool = True) -> None:
-    for fusion in FUSIONS:
+def _write_analysis(
+    results: Path, share: dict[str, float], with_maps: bool = True, with_weights: str = "asff"
+) -> None:
+    """The analysis files of every fusion of ``share`` (its conflict share) and seed; the fusion
+    ``with_weights`` has agreement rows, weight bins and weight maps."""
+    for fusion in share:
         for seed in SEEDS:
             folder = results / "fusion" / fusion / f"seed{seed}" / "analysis"
             folder.mkdir(parents=True)
             _gradient_rows(share[fusion] + 0.01 * seed).to_csv(
                 folder / "gradients.csv", index=False
             )
-            weighted = fusion == "asff"
+            weighted = fusion == with_weights
             bins = pd.DataFrame(
                 [
                     {
@@ -273,3 +278,30 @@ def test_latex_escapes_what_tables_contain() -> None:
     assert latex_escape("a_b 50% ±1 Δx **bold** `code`") == r"a\_b 50\% $\pm$1 $\Delta$x bold code"
     tex = to_latex(pd.DataFrame({"strategy": ["x"], "AP": ["1.0"]}), "cap", ["note"])
     assert tex.splitlines()[4] == r"\begin{tabular}{lr}" and r"\caption{cap note}" in tex
+
+
+def test_the_report_reads_the_validation_annotations_once(study, monkeypatch) -> None:
+    """Table 3's bootstrap and the class names of the weight maps share one read of the
+    annotation file."""
+    results, params = study
+    _write_analysis(results, {"none": 0.0, "good": 0.1, "same": 0.3}, with_weights="good")
+    reads: list[Path] = []
+
+    def counted(path: Path) -> dict:
+        reads.append(Path(path))
+        return read_annotation_file(path)
+
+    labels: list[list[str]] = []
+
+    def maps_figure(maps, name, out_dir, caption, class_names=()):  # noqa: ANN001
+        labels.append(list(class_names))
+        return []
+
+    monkeypatch.setattr("study.data.coco.read_annotation_file", counted)
+    monkeypatch.setattr("study.report.build.weight_maps_figure", maps_figure)
+    paths = build_report(params, results)
+    assert [p.name for p in reads] == ["instances_val2017.json"]
+    assert labels == [["a", "b"]]  # the categories of the annotation file, in id order
+    assert {"gradient_consistency.csv", "weight_agreement.csv"} <= {p.name for p in paths}
+    agree = pd.read_csv(results / "tables" / "weight_agreement.csv")
+    assert list(agree["strategy"]) == ["good"]

@@ -12,133 +12,11 @@ import pytest
 
 from study.errors import StudyError
 from study.report import build_report
+from study.report.build import scorers as run_scorers
+from study.report.build import validation_annotations
 from study.report.collect import collect_runs, read_run
 from study.report.stats import paired_bootstrap, seed_summary
 from study.report.tables import PAPER_TABLE1, PAPER_TABLE3
-
-CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
-
-
-def _gt(root: Path, n_images: int = 20) -> Path:
-    """A val split whose image i has one small box of class a and one large box of class b."""
-    images, anns = [], []
-    for i in range(1, n_images + 1):
-        images.append({"id": i, "file_name": f"{i}.png", "width": 200, "height": 200})
-        for cat, box in ((1, [10.0, 10.0, 20.0, 20.0]), (2, [50.0, 50.0, 120.0, 110.0])):
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": cat,
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": 0,
-                }
-            )
-    path = root / "data" / "annotations" / "instances_val2017.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": CATS}))
-    return path
-
-
-def _detections(n_images: int, found: float, rng: np.random.Generator) -> list[dict]:
-    """Each true box found with probability ``found`` (exact box), plus one false positive."""
-    dets = []
-    for i in range(1, n_images + 1):
-        for cat, box in ((1, [10.0, 10.0, 20.0, 20.0]), (2, [50.0, 50.0, 120.0, 110.0])):
-            if rng.random() < found:
-                dets.append({"image_id": i, "category_id": cat, "bbox": box, "score": 0.9})
-        dets.append(
-            {"image_id": i, "category_id": 1, "bbox": [150.0, 5.0, 20.0, 20.0], "score": 0.5}
-        )
-    return dets
-
-
-def _write_run(results: Path, ann: Path, exp: str, seed: int, dets: list[dict]) -> None:
-    """metrics.json (scored by pycocotools, at size 64), detections.json.gz, train_summary.json,
-    and test_sizes/s96.json (the same detections scored again, as another size)."""
-    from study.data import load_coco
-    from study.eval.coco_eval import coco_metrics, write_detections
-
-    folder = results / exp / f"seed{seed}"
-    folder.mkdir(parents=True)
-    metrics = coco_metrics(load_coco(ann), dets)
-    metrics.pop("summary")
-    meta = {
-        "profile": "test",
-        "dataset": {"root": str(ann.parents[1]), "ann_file": str(ann), "num_images": 20},
-        "protocol": {"img_size": 64},
-    }
-    (folder / "metrics.json").write_text(json.dumps({**metrics, "meta": meta}))
-    write_detections(folder / "detections.json.gz", dets)
-    (folder / "test_sizes").mkdir()
-    big = {k: (v if v is None else v * 1.1) for k, v in metrics.items()}
-    meta96 = {**meta, "protocol": {"img_size": 96}}
-    (folder / "test_sizes" / "s96.json").write_text(json.dumps({**big, "meta": meta96}))
-    (folder / "train_summary.json").write_text(json.dumps({"wall_seconds": 120, "iterations": 9}))
-
-
-def _write_bench(results: Path, models: list[str]) -> None:
-    """bench.csv (two sizes, fp32 eager plus an fp16 row that the tables must not use) and
-    bench_overhead.csv, as `study bench` writes them."""
-    rows = []
-    for i, model in enumerate(models):
-        for size, ms in ((64, 10.0 + i), (96, 20.0 + i)):
-            for dtype, scale in (("fp32", 1.0), ("fp16", 0.5)):
-                rows.append(
-                    {
-                        "model": model,
-                        "size": size,
-                        "dtype": dtype,
-                        "mode": "eager",
-                        "total_ms_median": ms * scale,
-                        "params": 2_500_000,
-                        "flops": 1.2e9,
-                        "device": "cpu (test)",
-                    }
-                )
-    pd.DataFrame(rows).to_csv(results / "bench.csv", index=False)
-    over = [
-        {
-            "size": 64,
-            "dtype": "fp32",
-            "mode": "eager",
-            "model": "fusion/good",
-            "reference": "fusion/none",
-            "ratio": 1.1,
-            "ratio_forward": 1.12,
-            "ratio_round_median": 1.1,
-            "ratio_round_min": 1.04,
-            "ratio_round_max": 1.2,
-            "rounds": 10,
-            "device": "cpu (test)",
-        }
-    ]
-    pd.DataFrame(over).to_csv(results / "bench_overhead.csv", index=False)
-
-
-@pytest.fixture
-def study(tmp_path: Path) -> tuple[Path, dict]:
-    """Results of a 3-strategy x 3-seed fusion study: `good` finds far more than `none`,
-    `same` exactly as much; and one Table 1 row."""
-    ann = _gt(tmp_path)
-    results = tmp_path / "results"
-    found = {"none": 0.5, "good": 0.95, "same": 0.5}
-    for exp, p in found.items():
-        for seed in (0, 1, 2):
-            rng = np.random.default_rng(seed)  # `same` gets exactly `none`'s detections
-            _write_run(results, ann, f"fusion/{exp}", seed, _detections(20, p, rng))
-    _write_run(results, ann, "table1/bof", 0, _detections(20, 0.9, np.random.default_rng(7)))
-    _write_bench(results, ["fusion/none", "fusion/good", "fusion/same", "table1/bof"])
-    params = {
-        "fusions": ["none", "good", "same"],
-        "seeds": [0, 1, 2],
-        "table1": ["bof"],
-        "table1_not_run": ["ga", "baseline"],
-        "table1_seeds": [0],
-        "report": {"bootstrap_replicates": 200, "bootstrap_seed": 0, "min_ap": 0.1},
-    }
-    return results, params
 
 
 def test_read_run_collects_metrics_speed_and_training(study) -> None:
@@ -174,11 +52,9 @@ def test_seed_summary_mean_and_sample_std() -> None:
 
 
 def test_paired_bootstrap_separates_a_real_gain_from_none(study) -> None:
-    from study.report import _scorers
-
     results, params = study
     runs = collect_runs(results, [f"fusion/{f}" for f in params["fusions"]], [0, 1, 2])
-    scorers = _scorers(results, runs)
+    scorers = run_scorers(results, runs, validation_annotations(runs))
     exps = list(dict.fromkeys(runs["experiment"]))
     pairs = [(e, "fusion/none") for e in exps if e != "fusion/none"]
     deltas = paired_bootstrap(scorers, pairs, [0, 1, 2], replicates=300)

@@ -1,0 +1,490 @@
+"""``study report``, section by section: Table 3 and the pairwise table (``fusion_report``),
+Table 1 (``table1_report``), the analysis tables and figures (``analysis_report``), then the
+test-size tables, runs.csv, the scorecard, the compact metrics and the provenance of it all
+(``build_report``). The validation annotations are read once, by the fusion section, and handed
+on to the sections that need them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pycocotools.coco import COCO
+
+from study.data import load_coco
+from study.errors import StudyError
+from study.eval.coco_eval import read_detections
+from study.eval.resample import ImageWeightedAP
+from study.provenance import provenance
+from study.report.analysis import agreement_table, analysis_dir, collect_analysis, gradient_table
+from study.report.collect import AP_COLUMNS, collect_runs, detections_path
+from study.report.figures import (
+    conflict_share_figure,
+    share_vs_weight_figure,
+    weight_maps_figure,
+)
+from study.report.scorecard import RULES, Evidence, scorecard, verdict_counts
+from study.report.speed import attach_speed, read_bench, speed_report
+from study.report.stats import paired_bootstrap, seed_summary
+from study.report.tables import fusion_table, pairwise_table, table1_table, write_table
+from study.utils import write_json, write_text
+
+log = logging.getLogger(__name__)
+SUMMARY_COLUMNS = (*AP_COLUMNS, "params", "flops", "ms", "train_min")
+
+
+# --- params and run metadata -------------------------------------------------------------------
+
+
+def _seeds(params: Mapping[str, Any], key: str = "seeds") -> list[int]:
+    return list(params.get(key) or [0])
+
+
+def _report_settings(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """params.yaml ``report``: min_ap, bootstrap_replicates, bootstrap_seed, pairwise."""
+    return params.get("report") or {}
+
+
+def _min_ap(params: Mapping[str, Any]) -> float:
+    return float(_report_settings(params).get("min_ap", 0.10))
+
+
+def _profile(runs: pd.DataFrame) -> str:
+    return runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else "?"
+
+
+def _dataset_label(runs: pd.DataFrame) -> str:
+    """'data/synthetic (built-in benchmark v2), 500 val images' from the runs' metadata."""
+    root = runs["dataset"].dropna().iloc[0] if runs["dataset"].notna().any() else "?"
+    label = str(root)
+    stats = Path(root) / "stats.json"
+    if stats.is_file():
+        version = json.loads(stats.read_text()).get("params", {}).get("version", 1)
+        label += f" (built-in benchmark v{version})"
+    n = runs["num_images"].dropna()
+    return label + (f", {int(n.iloc[0])} val images" if len(n) else "")
+
+
+# --- the validation annotations ----------------------------------------------------------------
+
+
+def validation_annotations(runs: pd.DataFrame) -> COCO:
+    """The annotation file every run was evaluated on, read (StudyError when they differ)."""
+    ann_files = set(runs["ann_file"].dropna())
+    if len(ann_files) != 1:
+        raise StudyError(f"runs were evaluated on different annotation files: {sorted(ann_files)}")
+    return load_coco(next(iter(ann_files)))
+
+
+def scorers(
+    results_dir: Path, runs: pd.DataFrame, coco_gt: COCO
+) -> dict[tuple[str, int], ImageWeightedAP]:
+    """An ImageWeightedAP per run, from its detections.json.gz and the annotations ``coco_gt``."""
+    image_ids = sorted(coco_gt.imgs)[: int(runs["num_images"].iloc[0])]
+    out = {}
+    for exp, seed in zip(runs["experiment"], runs["seed"], strict=True):
+        dets = read_detections(detections_path(results_dir, exp, seed))
+        out[(exp, int(seed))] = ImageWeightedAP(coco_gt, dets, image_ids)
+    return out
+
+
+def category_names(coco_gt: COCO) -> list[str]:
+    """The category names in label order (categories sorted by id)."""
+    cats = coco_gt.cats
+    return [cats[c]["name"] for c in sorted(cats)]
+
+
+# --- Table 3 and the pairwise table ------------------------------------------------------------
+
+
+@dataclass
+class FusionStudy:
+    """What the fusion section computed, for the later sections: the runs, their seed summary,
+    the paired differences, the validation annotations they were scored on, the paths written."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    deltas: pd.DataFrame
+    annotations: COCO
+    paths: list[Path]
+
+
+def _comparisons(
+    fusions: Sequence[str], pairwise: str | None
+) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """(Table 3's reference, the pairwise table's strategy or None, the (experiment, reference)
+    pairs to bootstrap). The second comparison (params.yaml report.pairwise) sets one strategy
+    against each other one."""
+    experiments = [f"fusion/{f}" for f in fusions]
+    reference = "fusion/none" if "none" in fusions else experiments[0]
+    if pairwise is not None and pairwise not in fusions:
+        raise StudyError(
+            f"params.yaml report.pairwise: {pairwise!r} is not one of `fusions` ({fusions})"
+        )
+    pair_ref = f"fusion/{pairwise}" if pairwise and len(fusions) > 2 else None
+    pair_ref = None if pair_ref == reference else pair_ref
+    pairs = [(e, reference) for e in experiments if e != reference]
+    if pair_ref:
+        pairs += [(pair_ref, e) for e in experiments if e != pair_ref]
+    return reference, pair_ref, pairs
+
+
+def _table3(
+    params: Mapping[str, Any],
+    out_dir: Path,
+    runs: pd.DataFrame,
+    shown: pd.DataFrame,
+    numeric: pd.DataFrame,
+    reference_name: str,
+) -> list[Path]:
+    """Table 3 with its caption and notes."""
+    seeds, min_ap = _seeds(params), _min_ap(params)
+    replicates = int(_report_settings(params).get("bootstrap_replicates", 500))
+    caption = (
+        f"**Table 3 (fusion strategies)**, profile `{_profile(runs)}`, dataset "
+        f"{_dataset_label(runs)}; {len(seeds)} seed(s) per strategy "
+        f"({', '.join(map(str, seeds))}). COCO AP x 100, mean ± standard deviation over seeds."
+    )
+    notes = [
+        f"Δ: paired difference to `{reference_name}` in AP points (mean over seeds), with a "
+        f"95 % interval from a two-stage bootstrap ({replicates} "
+        "replicates): each replicate resamples the validation images (one draw shared by all "
+        "runs) and the seeds, with replacement, and recomputes COCO AP exactly on that sample. "
+        "'within noise': the interval covers 0.",
+        "params and GFLOPs (torch.utils.flop_counter, multiply-add = 2) at the evaluation size; "
+        "ms: median per image at batch 1, fp32, forward + decode + NMS, of the bench.seed "
+        "weights on the machine that ran the `speed` stage (results/bench.csv; the ASFF "
+        "overhead with its spread: results/bench_overhead.csv).",
+        "Paper column: COCO val2017 at 608 with the guided-anchoring head; ours: the profile's "
+        "dataset and scale with the plain YOLOv3 head (experiments/fusion/_base.yaml).",
+        f"A strategy whose mean AP is below {min_ap:.2f} did not learn within the profile's "
+        "budget and is marked instead of compared.",
+    ]
+    return write_table(out_dir, "fusion", shown, numeric, caption, notes)
+
+
+def _pairwise_report(
+    out_dir: Path,
+    deltas: pd.DataFrame,
+    pair_ref: str,
+    names: Mapping[str, str],
+    seeds: Sequence[int],
+    profile: str,
+) -> list[Path]:
+    """The pairwise table: the strategy ``pair_ref`` against every other one."""
+    pairwise = names[pair_ref]
+    shown, numeric = pairwise_table(deltas, pair_ref, names, seeds)
+    caption = (
+        f"**{pairwise} against every other strategy**, profile `{profile}`, the runs of "
+        f"Table 3 (fusion.md). Paired difference `{pairwise}` minus the other strategy in "
+        "AP points (mean over seeds) with its 95 % interval, from the same bootstrap "
+        "replicates as Table 3."
+    )
+    notes = [
+        f"'within noise': the interval covers 0; a positive difference favours `{pairwise}`.",
+        "The paper's Table 3 claims ASFF beats sum and concat fusion on COCO (numbers for "
+        "those two not published).",
+    ]
+    return write_table(out_dir, f"fusion_vs_{pairwise}", shown, numeric, caption, notes)
+
+
+def fusion_report(
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    bench: pd.DataFrame | None = None,
+) -> FusionStudy:
+    """Table 3 and the pairwise table (ms, params, FLOPs from ``bench``, results/bench.csv)."""
+    fusions, seeds = list(params.get("fusions") or []), _seeds(params)
+    rep = _report_settings(params)
+    experiments = [f"fusion/{f}" for f in fusions]
+    runs = attach_speed(collect_runs(results_dir, experiments, seeds), bench)
+    summary = seed_summary(runs, SUMMARY_COLUMNS)
+    reference, pair_ref, pairs = _comparisons(fusions, rep.get("pairwise"))
+    annotations = validation_annotations(runs)
+    deltas = paired_bootstrap(
+        scorers(results_dir, runs, annotations),
+        pairs,
+        seeds,
+        replicates=int(rep.get("bootstrap_replicates", 500)),
+        rng_seed=int(rep.get("bootstrap_seed", 0)),
+    )
+    names = dict(zip(experiments, fusions, strict=True))
+    shown, numeric = fusion_table(summary, deltas, reference, names, _min_ap(params), seeds)
+    paths = _table3(params, out_dir, runs, shown, numeric, names[reference])
+    if pair_ref:
+        paths += _pairwise_report(out_dir, deltas, pair_ref, names, seeds, _profile(runs))
+    return FusionStudy(runs, summary, deltas, annotations, paths)
+
+
+# --- Table 1 -----------------------------------------------------------------------------------
+
+
+def table1_report(
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    bench: pd.DataFrame | None = None,
+) -> tuple[list[Path], pd.DataFrame]:
+    """Table 1 (the component chain); returns (paths, runs)."""
+    rows, not_run = list(params.get("table1") or []), list(params.get("table1_not_run") or [])
+    seeds = _seeds(params, "table1_seeds")
+    min_ap = _min_ap(params)
+    runs = (
+        attach_speed(collect_runs(results_dir, [f"table1/{r}" for r in rows], seeds), bench)
+        if rows
+        else pd.DataFrame(columns=["experiment", "seed", *SUMMARY_COLUMNS, "profile", "dataset"])
+    )
+    summary = seed_summary(runs, SUMMARY_COLUMNS) if rows else runs
+    shown, numeric = table1_table(summary, rows, not_run, min_ap)
+    if rows and runs["profile"].notna().any():
+        profile, dataset = _profile(runs), _dataset_label(runs)
+    else:  # nothing trained: say which profile left the rows out
+        profile, dataset = params.get("profile", "?"), str(params.get("dataset", "?"))
+    caption = (
+        f"**Table 1 (components)**, profile `{profile}`, dataset {dataset}; seed(s) "
+        f"{', '.join(map(str, seeds))}. COCO AP x 100 (mean ± std over seeds where several)."
+    )
+    notes = [
+        "Each row adds one component to the row above (experiments/table1); the paper's "
+        "numbers are COCO val2017 at 608 (ASFF*: test-dev).",
+        f"Rows below {min_ap:.2f} AP, or not trained on this profile, are marked instead of "
+        "shown as noise.",
+    ]
+    return write_table(out_dir, "table1", shown, numeric, caption, notes), runs
+
+
+# --- the analysis: gradient consistency, weight agreement, figures -----------------------------
+
+
+def _analysed(results_dir: Path, fusions: Sequence[str], seeds: Sequence[int]) -> bool:
+    """Whether ``study analyze`` has analysed the fusion runs: all of them (True), none (False);
+    some only is a StudyError."""
+    folders = [analysis_dir(results_dir, f"fusion/{f}", s) for f in fusions for s in seeds]
+    present = [d.is_dir() for d in folders]
+    if not any(present):
+        return False
+    if not all(present):
+        missing = [str(d) for d, ok in zip(folders, present, strict=True) if not ok]
+        raise StudyError(f"analysis missing for some runs: {', '.join(missing[:3])}")
+    return True
+
+
+def _gradient_consistency_table(
+    data: dict[str, pd.DataFrame], fusions: Sequence[str], out_dir: Path, where: str
+) -> list[Path]:
+    shown, numeric = gradient_table(data["gradients"], fusions)
+    caption = (
+        f"**Gradient consistency (paper section 3.3, measured)**, {where}. Conflict share at "
+        "locations of x^k positive at level k and background at the other levels: the part of "
+        "the gradient at x^k that comes from the other levels' losses, |Σ_{j≠k} g^{k←j}| / "
+        "(|g^{k←k}| + |Σ_{j≠k} g^{k←j}|), mean over locations, mean ± std over seeds."
+    )
+    notes = [
+        "Checkpoints: the run's snapshots (`train.snapshots`: init = the initial weights) and "
+        "its final weights. Gradients with BatchNorm in training mode (batch statistics), as "
+        "training computes them; one backward per head level on the neck's three output maps "
+        "(what the fusion reads).",
+        "'weights detached': the fusion weights treated as constants in the backward pass, as "
+        "the paper's argument does; for fusions without weights it is the full gradient.",
+        "`none` is 0 by construction: without fusion a level's loss does not reach the other "
+        "levels' maps after the neck (the levels still meet in the neck's top-down path, "
+        "before x^k, which this measure does not cover).",
+        "cosine: between g^{k←k} and Σ_{j≠k} g^{k←j} at the same locations (negative = the "
+        "other levels push the other way). w_others: the weight the other output levels give "
+        "to input level k at those locations (fusions with weights).",
+    ]
+    return write_table(out_dir, "gradient_consistency", shown, numeric, caption, notes)
+
+
+def _weight_agreement_table(
+    data: dict[str, pd.DataFrame], fusions: Sequence[str], out_dir: Path, where: str
+) -> list[Path]:
+    """Claim C6's table; nothing when no fusion has weights."""
+    shown, numeric = agreement_table(data["agreement"], fusions)
+    if shown.empty:
+        return []
+    caption = (
+        f"**Does the largest fusion weight pick the assigned level? (claim C6)**, {where}, "
+        "final weights. For each ground-truth object positive at level k, the weights at "
+        "its centre cell on output level k: % of objects whose largest weight is on input "
+        "level k (chance 33.3), mean ± std over seeds."
+    )
+    notes = [
+        "Sizes by COCO's area thresholds in original-image pixels (32², 96²). An object "
+        "that lost its cell to another one (the loss's last-target-wins rule) is not counted.",
+        "`scalar` has one weight per level for all locations, so its rate per size is 100 % "
+        "or 0 % by construction.",
+    ]
+    return write_table(out_dir, "weight_agreement", shown, numeric, caption, notes)
+
+
+def _weighted_fusions(data: dict[str, pd.DataFrame], fusions: Sequence[str]) -> list[str]:
+    """The fusions with weights (those with agreement rows), in the order of ``fusions``."""
+    weighted = set(data["agreement"]["fusion"]) if not data["agreement"].empty else set()
+    return [f for f in fusions if f in weighted]
+
+
+def _weight_map_figures(
+    results_dir: Path,
+    weighted: Sequence[str],
+    seed: int,
+    figures_dir: Path,
+    where: str,
+    class_names: Sequence[str],
+) -> list[Path]:
+    """Per fusion with weights, the weight maps of its ``seed`` run (when it wrote maps.npz)."""
+    paths: list[Path] = []
+    for fusion in weighted:
+        maps = analysis_dir(results_dir, f"fusion/{fusion}", seed) / "maps.npz"
+        if maps.is_file():
+            paths += (
+                weight_maps_figure(
+                    maps,
+                    f"weight_maps_{fusion}",
+                    figures_dir,
+                    f"{fusion} fusion weights, seed {seed}, final weights ({where})",
+                    class_names,
+                )
+                or []
+            )
+    return paths
+
+
+def analysis_report(
+    params: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    figures_dir: Path,
+    runs: pd.DataFrame,
+    class_names: Sequence[str] = (),
+) -> tuple[list[Path], dict[str, pd.DataFrame] | None]:
+    """The gradient-consistency and agreement tables and the analysis figures, when the fusion
+    runs have been analysed (``study analyze``); (paths, long tables) or ([], None).
+    ``class_names`` label the boxes of the weight maps."""
+    fusions, seeds = list(params.get("fusions") or []), _seeds(params)
+    if not _analysed(results_dir, fusions, seeds):
+        log.info("no analysis results (study analyze): gradient tables and figures skipped")
+        return [], None
+    data = collect_analysis(results_dir, fusions, seeds)
+    analysed = "/".join(str(n) for n in data["images"]["images"])
+    where = (
+        f"profile `{_profile(runs)}`, dataset {_dataset_label(runs)} ({analysed} analysed), "
+        f"seeds {', '.join(map(str, seeds))}"
+    )
+    paths = _gradient_consistency_table(data, fusions, out_dir, where)
+    paths += _weight_agreement_table(data, fusions, out_dir, where)
+    paths += conflict_share_figure(
+        data["gradients"],
+        fusions,
+        figures_dir,
+        f"Conflict share over training ({where}); points: seeds, lines: their mean",
+    )
+    weighted = _weighted_fusions(data, fusions)
+    paths += (
+        share_vs_weight_figure(
+            data["bins"],
+            weighted,
+            figures_dir,
+            f"Conflict share against the weight the other levels give (final weights; {where})",
+        )
+        or []
+    )
+    paths += _weight_map_figures(results_dir, weighted, seeds[0], figures_dir, where, class_names)
+    return paths, data
+
+
+# --- the whole report --------------------------------------------------------------------------
+
+
+def compact_metrics(runs: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{experiment: {seed<k>: {AP, APs, APm, APl}}}`` (fractions, 4 digits): what
+    ``dvc exp show`` / ``dvc exp diff`` compare."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for _, row in runs.iterrows():
+        values = {
+            m: (None if pd.isna(row[m]) else round(float(row[m]), 4))
+            for m in ("AP", "APs", "APm", "APl")
+        }
+        out.setdefault(row["experiment"], {})[f"seed{int(row['seed'])}"] = values
+    return out
+
+
+def _seeds_of(params: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Every experiment of the study (fusion, then Table 1) -> its seeds."""
+    return {
+        **{f"fusion/{f}": _seeds(params) for f in params.get("fusions") or []},
+        **{f"table1/{r}": _seeds(params, "table1_seeds") for r in params.get("table1") or []},
+    }
+
+
+def _scorecard_report(params: Mapping[str, Any], evidence: Evidence, out_dir: Path) -> list[Path]:
+    card = scorecard(evidence)
+    shown = card[["claim", "statement", "paper", "measured", "spread", "verdict"]]
+    caption = (
+        f"**Replication scorecard**, profile `{params.get('profile', '?')}`, dataset "
+        f"{params.get('dataset', '?')}: {verdict_counts(card)}. Each verdict follows the rule "
+        "below, applied by `study report` to the tables beside it."
+    )
+    notes = [f"{k}: {v}" for k, v in RULES.items()]
+    return write_table(out_dir, "scorecard", shown, card, caption, notes)
+
+
+def build_report(
+    params: Mapping[str, Any],
+    results_dir: str | Path,
+    out_dir: str | Path | None = None,
+) -> list[Path]:
+    """What ``study report`` runs: Table 3, Table 1, runs.csv, the analysis tables and figures,
+    the scorecard and the compact metrics file."""
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir / "tables"
+    figures = results_dir / "figures"
+    if not params.get("fusions") and not params.get("table1"):
+        raise StudyError("params: neither `fusions` nor `table1` lists an experiment")
+    paths: list[Path] = []
+    fusion: FusionStudy | None = None
+    analysis = None
+    bench, overhead = read_bench(results_dir)
+    if params.get("fusions"):
+        fusion = fusion_report(params, results_dir, out, bench)
+        paths += fusion.paths
+        names = category_names(fusion.annotations)
+        p, analysis = analysis_report(params, results_dir, out, figures, fusion.runs, names)
+        paths += p
+    p, table1_runs = table1_report(params, results_dir, out, bench)
+    paths += p
+    frames = [table1_runs] if fusion is None else [fusion.runs, table1_runs]
+    all_runs = pd.concat([f for f in frames if not f.empty], ignore_index=True)
+    where = f"profile `{params.get('profile', '?')}`, dataset {_dataset_label(all_runs)}"
+    paths += speed_report(dict(params), results_dir, out, figures, _seeds_of(params), where, bench)
+    runs_csv = out / "runs.csv"
+    write_text(runs_csv, all_runs.to_csv(index=False))
+    paths.append(runs_csv)
+    evidence = Evidence(
+        None if fusion is None else fusion.summary,
+        None if fusion is None else fusion.deltas,
+        None if fusion is None else fusion.runs,
+        table1_runs,
+        None if analysis is None else analysis["gradients"],
+        None if analysis is None else analysis["agreement"],
+        _min_ap(params),
+        overhead,
+    )
+    paths += _scorecard_report(params, evidence, out)
+    metrics = results_dir / "metrics.json"
+    write_json(metrics, compact_metrics(all_runs))
+    paths.append(metrics)
+    # the tables' provenance: the code and params that made them (each run's own files carry
+    # theirs in their meta)
+    prov = out / "provenance.json"
+    written = sorted(str(p) for p in paths)
+    write_json(prov, {**provenance(dict(params)), "stage": "study report", "files": written})
+    paths.append(prov)
+    log.info("wrote %s", ", ".join(map(str, paths)))
+    return paths
