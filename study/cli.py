@@ -42,8 +42,12 @@ def _set_arg(p: argparse.ArgumentParser, help_text: str) -> None:
 def load_cfg(args: argparse.Namespace) -> dict[str, Any]:
     """The run's merged config: the experiment at ``--seed`` under the profile, with ``--set``."""
     from study.config import resolve_run
+    from study.models.zoo import check_model_config
+    from study.runs import experiment_path
 
-    return resolve_run(args.experiment, args.seed, args.profile, args.params, args.overrides)
+    cfg = resolve_run(args.experiment, args.seed, args.profile, args.params, args.overrides)
+    check_model_config(cfg, str(experiment_path(args.experiment)))
+    return cfg
 
 
 def cmd_data(args: argparse.Namespace) -> int:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from study_helpers import tiny_study
 
 from study.cli import build_parser, main
 from study.models import available
@@ -15,6 +15,7 @@ from study.models import available
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = (
     "data",
+    "configure",
     "train",
     "evaluate",
     "bench",
@@ -128,25 +129,7 @@ def test_missing_weights(
 
 def _tiny_study(tmp_path: Path) -> Path:
     """A working directory with experiments/, a 3-image dataset and a tiny profile."""
-    from study.data.synthetic import MIN_IMG_SIZE, generate
-
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    generate(tmp_path / "data", num_train=2, num_val=1, img_size=MIN_IMG_SIZE, seed=0)
-    params = {
-        "profile": "tiny",
-        "dataset": "data",
-        "fusions": ["none"],
-        "seeds": [0],
-        "profiles": {
-            "tiny": {
-                "data": {"root": "data", "workers": 0},
-                "model": {"width": 0.125, "depth": 0.34},
-                "train": {"epochs": 1, "batch_size": 2, "img_size": 128, "device": "cpu"},
-            }
-        },
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    return tmp_path
+    return tiny_study(tmp_path)
 
 
 def test_dataset_param_mismatch(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from study_helpers import tiny_study
 
 from study.cli import main
 
@@ -37,31 +38,18 @@ def tree_digest(*paths: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A study folder with fusion/none trained (2 iterations) and evaluated at two sizes."""
-    from study.data.synthetic import MIN_IMG_SIZE, generate
-
-    work = tmp_path_factory.mktemp("study")
-    shutil.copytree(REPO / "experiments", work / "experiments")
-    generate(work / "data", num_train=4, num_val=2, img_size=MIN_IMG_SIZE, seed=0)
-    params = {
-        "profile": "tiny",
-        "dataset": "data",
-        "fusions": ["none"],
-        "seeds": [0],
-        "profiles": {
-            "tiny": {
-                "data": {"root": "data", "workers": 0},
-                "model": {"width": 0.125, "depth": 0.34},
-                "train": {"epochs": 1, "batch_size": 2, "img_size": 128, "device": "cpu"},
-                "eval": {"img_size": 64, "test_sizes": [64, 96], "batch_size": 2},
-            }
-        },
-    }
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    """A study folder with fusion/none trained (one epoch: 2 iterations) and evaluated at two
+    sizes."""
+    work = tiny_study(
+        tmp_path_factory.mktemp("study"),
+        num_train=4,
+        num_val=2,
+        eval_cfg={"img_size": 64, "test_sizes": [64, 96], "batch_size": 2},
+    )
     cwd = Path.cwd()
     try:
         os.chdir(work)
-        assert main(["train", "fusion/none", "--max-iters", "2"]) == 0
+        assert main(["train", "fusion/none"]) == 0
         assert main(["evaluate", "fusion/none", "--test-sizes"]) == 0
     finally:
         os.chdir(cwd)
@@ -267,3 +255,52 @@ def test_committed_results_name_clean_commits_and_carry_their_detections() -> No
     ]
     dirty = {k: v for k, v in revisions.items() if v.endswith("-dirty") or v == "unknown"}
     assert not dirty
+
+
+def test_rerunning_a_finished_training_leaves_every_file_byte_identical(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same `study train` again says the run is complete and how to retrain; snapshots,
+    live/, the summary and the weights stay as they were."""
+    before = tree_digest(RUN, MODEL, Path("models/fusion/none/snapshots/seed0"))
+    assert before and any("epoch0.pt" in k for k in before)
+    assert main(["train", "fusion/none"]) == 0
+    out = capsys.readouterr().out
+    assert "already trained with this config" in out and "--force" in out
+    assert tree_digest(RUN, MODEL, Path("models/fusion/none/snapshots/seed0")) == before
+    # another training setting is another run: it trains (and replaces the files)
+    assert main(["train", "fusion/none", "--set", "train.lr=5e-4"]) == 0
+    assert tree_digest(MODEL) != {k: v for k, v in before.items() if k.startswith(str(MODEL))}
+    assert json.loads((RUN / "train_summary.json").read_text())["config"]["train"]["lr"] == 5e-4
+
+
+def test_a_failed_runs_staging_is_never_swapped_into_a_later_run(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Staging folders left by a killed run are removed before the next run writes its own."""
+    stale_live = RUN / ".live.new"
+    stale_snapshots = Path("models/fusion/none/snapshots/.seed0.new")
+    for folder in (stale_live, stale_snapshots):
+        folder.mkdir(parents=True)
+        (folder / "epoch9.pt").write_text("from a failed run")
+    assert main(["train", "fusion/none", "--force"]) == 0
+    assert not stale_live.exists() and not stale_snapshots.exists()
+    snapshots = Path("models/fusion/none/snapshots/seed0")
+    assert sorted(p.name for p in snapshots.iterdir()) == ["epoch0.pt"]
+    assert not (RUN / "live" / "epoch9.pt").exists()
+
+
+def test_the_weights_and_summary_record_the_hash_of_the_tracked_training_config(
+    study: Path,
+) -> None:
+    """configs/<run>/train.yaml (what DVC tracks) is what the weights were trained with."""
+    import torch
+
+    from study.resolved import config_hash
+
+    assert main(["configure"]) == 0
+    part = yaml.safe_load(Path("configs/fusion/none/seed0/train.yaml").read_text())
+    blob = torch.load(MODEL, map_location="cpu", weights_only=False)
+    summary = json.loads((RUN / "train_summary.json").read_text())
+    assert blob["config_hash"] == summary["config_hash"] == config_hash(part)
+    assert blob["config"] == part

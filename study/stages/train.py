@@ -10,13 +10,14 @@ from typing import Any
 
 from study.engine.distributed import cleanup
 from study.engine.trainer import Trainer
-from study.models.zoo import check_model_config
 from study.provenance import provenance
 from study.resolved import config_hash, training_config
 from study.runs import RunPaths, run_paths
 from study.utils import ensure_writable, swap_in, write_json
 
 log = logging.getLogger(__name__)
+# runs/<experiment>/seed<k>/<this>: the training config hash the staging folders belong to
+STAGING_OWNER = "staging.config"
 
 
 def finished(paths: RunPaths, cfg_hash: str) -> dict[str, Any] | None:
@@ -35,10 +36,14 @@ def finished(paths: RunPaths, cfg_hash: str) -> dict[str, Any] | None:
 def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False) -> dict[str, Any]:
     """Train one run. Its logs (``live/``) and snapshots are written beside the previous run's
     and swapped in with the weights at the end, so a run that fails (or diverges) leaves the
-    previous run's files matching each other, and its staging is removed. A run already complete
-    with this training config is left untouched unless ``force``."""
+    previous run's files matching each other. A run already complete with this training config
+    is left untouched unless ``force``.
+
+    Staging and the resume state (``runs/<experiment>/seed<k>/last.pt``) belong to one training
+    config: an interrupted run (Ctrl-C, a kill) keeps them and the same command resumes; a run
+    that fails, or another config, starts without them; a complete run deletes its resume state,
+    so a later run never resumes from the end of a finished one."""
     name, paths = cfg["name"], run_paths(cfg)
-    check_model_config(cfg, name)
     cfg_hash = config_hash(training_config(cfg))
     done = finished(paths, cfg_hash)
     if done is not None and not force and max_iters is None:
@@ -50,12 +55,21 @@ def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False
     ensure_writable(paths.run_dir, paths.model.parent, paths.results, paths.snapshots.parent)
     live_new = paths.results / ".live.new"
     snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
-    staging = (live_new, snapshots_new)
-    _remove(*staging)  # a failed run's staging is never swapped into this one
+    staging, owner = (live_new, snapshots_new), paths.run_dir / STAGING_OWNER
+    resumable = (paths.run_dir / "last.pt").is_file() and not force
+    if not (resumable and owner.is_file() and owner.read_text() == cfg_hash):
+        _remove(*staging, paths.run_dir / "last.pt" if force else owner)
+    owner.write_text(cfg_hash)
     try:
         summary = _fit(cfg, paths, live_new, snapshots_new, max_iters)
-    finally:
-        _remove(*staging)
+    except KeyboardInterrupt:
+        raise  # staging and resume state kept: the same command resumes
+    except BaseException:
+        _remove(*staging, owner)
+        raise
+    _remove(*staging, owner)
+    if max_iters is None:
+        _remove(paths.run_dir / "last.pt")
     return summary
 
 
@@ -105,4 +119,7 @@ def _fit(
 
 def _remove(*paths: Path) -> None:
     for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()

@@ -110,15 +110,19 @@ def test_ratio_follows_beta_alpha():
     assert abs(lams.var() - 0.0625) < 0.015
 
 
+# train.augment with every transform off but the flip
+FLIP_ONLY = {
+    "photometric": False,
+    "expand": False,
+    "crop": False,
+    "flip": True,
+    "affine": False,
+    "min_box_side": 0,
+}
+
+
 def test_mixup_then_train_transforms_carry_weights():
-    off = {
-        "photometric": False,
-        "expand": False,
-        "crop": False,
-        "flip": True,
-        "affine": False,
-        "min_box_side": 0,
-    }
+    off = FLIP_ONLY
     ds = MixupDataset(
         Constant(),
         transforms=build_train_transforms(off, 32),
@@ -134,14 +138,7 @@ def test_mixup_then_train_transforms_carry_weights():
 
 
 def test_dataloader_workers_reproducible():
-    off = {
-        "photometric": False,
-        "expand": False,
-        "crop": False,
-        "flip": True,
-        "affine": False,
-        "min_box_side": 0,
-    }
+    off = FLIP_ONLY
     ds = MixupDataset(Constant(), transforms=build_train_transforms(off, 32))
 
     def run():

@@ -73,6 +73,14 @@ def tiny_cfg(root: Path, experiment: str = "table1/baseline", **train: Any) -> d
     )
 
 
+def spawn(cmd: list[str], cwd: Path, env: dict[str, str], out: int) -> subprocess.Popen:
+    """``cmd`` in its own process group (so that a hung run is killed with its workers)."""
+    text = out == subprocess.PIPE
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=out, stderr=out, text=text, start_new_session=True
+    )
+
+
 def state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -403,15 +411,7 @@ def test_two_process_ddp_run(data_root: Path, tmp_path: Path) -> None:
         "2",
     ]
     # Own process group, so that a hung run is killed with its workers.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=work,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = spawn(cmd, work, env, subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
@@ -462,14 +462,7 @@ def test_kill_9_then_rerun_resumes_to_the_same_weights(data_root: Path, tmp_path
     subprocess.run(cmd, cwd=full, env=env, check=True, capture_output=True, timeout=300)
 
     killed = make_workdir(data_root, tmp_path / "killed", epochs=3)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=killed,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = spawn(cmd, killed, env, subprocess.DEVNULL)
     ckpt = killed / "runs" / RUN / "last.pt"
     deadline = time.monotonic() + 240
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
