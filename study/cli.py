@@ -66,7 +66,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from study.eval.verify import verify
 
-    text, ok = verify(Path(args.results), args.runs)
+    text, ok = verify(Path(args.results), args.runs, args.workers)
     print(text)
     return 0 if ok else 1
 
@@ -279,6 +279,12 @@ def _add_verify(sub: Any) -> None:
         "its metrics file, exactly (exit 1 on any difference)",
     )
     p.add_argument("--results", default="results", help="results folder to check")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that re-score files in parallel (default: one per core)",
+    )
     p.add_argument(
         "runs",
         nargs="*",

@@ -15,7 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,14 +155,31 @@ def _rescore(
     return True, f"ok    {path}: {len(keys)} metrics equal {how} (AP {ap:.4f})"
 
 
-def verify(results: Path, runs: Sequence[str] = ()) -> tuple[str, bool]:
-    """Re-score every metrics file under ``results``; (report text, all identical?)."""
+_WORKER_GROUND_TRUTH: _GroundTruth | None = None
+
+
+def _verify_in_worker(path: Path) -> Verdict:
+    """:func:`verify_file` in a worker process, with that process's own ground-truth cache."""
+    global _WORKER_GROUND_TRUTH
+    _WORKER_GROUND_TRUTH = _WORKER_GROUND_TRUTH or _GroundTruth()
+    return verify_file(path, _WORKER_GROUND_TRUTH)
+
+
+def verify(results: Path, runs: Sequence[str] = (), workers: int | None = None) -> tuple[str, bool]:
+    """Re-score every metrics file under ``results``; (report text, all identical?). The files
+    are scored in ``workers`` processes (default: one per core, at most one per file); the
+    report lists them in order whatever the number of workers."""
     files = metrics_files(results, runs)
     if not files:
         where = f" for {', '.join(runs)}" if runs else ""
         raise StudyError(f"{results}: no metrics files{where} (run `dvc repro` or `dvc pull`)")
-    ground_truth = _GroundTruth()
-    verdicts = [verify_file(path, ground_truth) for path in files]
+    workers = min(workers or os.cpu_count() or 1, len(files))
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            verdicts = list(pool.map(_verify_in_worker, files))
+    else:
+        ground_truth = _GroundTruth()
+        verdicts = [verify_file(path, ground_truth) for path in files]
     lines = [v.line for v in verdicts]
     ok = sum(v.ok for v in verdicts)
     dirty = sorted({v.git_revision for v in verdicts if (v.git_revision or "").endswith("-dirty")})

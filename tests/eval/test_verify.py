@@ -55,8 +55,10 @@ def test_verify_reads_each_file_once_and_names_dirty_revisions(
         return read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", counting)
-    text, ok = verify(results)
+    text, ok = verify(results, workers=1)
     assert ok and sorted(reads) == [clean, dirty]  # each metrics file parsed once
+    monkeypatch.undo()
+    assert verify(results, workers=2) == (text, ok)  # the same report from two processes
     lines = text.splitlines()
     assert lines[0] == f"ok    {clean}: 7 metrics equal exactly (AP 1.0000)"
     assert lines[1].startswith(f"ok    {dirty}: 7 metrics equal exactly (AP 0.")
