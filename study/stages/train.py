@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -56,20 +57,22 @@ def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False
     live_new = paths.results / ".live.new"
     snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
     staging, owner = (live_new, snapshots_new), paths.run_dir / STAGING_OWNER
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 owns the files
     resumable = (paths.run_dir / "last.pt").is_file() and not force
-    if not (resumable and owner.is_file() and owner.read_text() == cfg_hash):
+    if main and not (resumable and owner.is_file() and owner.read_text() == cfg_hash):
         _remove(*staging, paths.run_dir / "last.pt" if force else owner)
-    owner.write_text(cfg_hash)
+    if main:
+        owner.write_text(cfg_hash)
     try:
         summary = _fit(cfg, paths, live_new, snapshots_new, max_iters)
     except KeyboardInterrupt:
         raise  # staging and resume state kept: the same command resumes
     except BaseException:
-        _remove(*staging, owner)
+        if main:
+            _remove(*staging, owner)
         raise
-    _remove(*staging, owner)
-    if max_iters is None:
-        _remove(paths.run_dir / "last.pt")
+    if main:
+        _remove(*staging, owner, *([paths.run_dir / "last.pt"] if max_iters is None else []))
     return summary
 
 
