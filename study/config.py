@@ -10,6 +10,7 @@ of 32, choices), so that a wrong value stops the run at load time with the file 
 from __future__ import annotations
 
 import copy
+import math
 import operator
 import os
 import re
@@ -95,14 +96,14 @@ class Rule:
 
 _POSITIVE = Rule(ge=1)
 _NON_NEGATIVE = Rule(ge=0)
-_SIZE = Rule(ge=1, multiple_of=32)  # input sizes: the coarsest level has stride 32
+_SIZE = Rule(types=("int",), ge=1, multiple_of=32)  # input sizes: the coarsest level: stride 32
 _FRACTION = Rule(ge=0, le=1)
 _DEVICE = Rule(choices=("auto", "cpu", "cuda", "cuda:N"), pattern=r"auto|cpu|cuda(:\d+)?")
 
 # Per-key rules (dotted keys of the base config). Keys whose base value is null must declare their
 # type here (null stays allowed where the base is null); a key not listed only needs its base
 # value's type. Model and fusion names are checked by the model registry (`study models`), the
-# anchor sets' names by study/models/anchors.py.
+# anchor sets' names by study/anchors.py.
 RULES: dict[str, Rule] = {
     "name": Rule(types=("str", "null")),
     "model.anchors": Rule(  # a named set or nine [w, h] pairs in input pixels
@@ -111,6 +112,8 @@ RULES: dict[str, Rule] = {
         items=Rule(types=("list",), length=2, items=Rule(types=("float",), gt=0)),
     ),
     "model.fusion": Rule(types=("str", "null")),
+    "model.width": Rule(gt=0, le=4),  # channel multiplier
+    "model.depth": Rule(gt=0, le=4),  # block-count multiplier
     "model.backbone_weights": Rule(types=("str", "null")),
     "data.max_images": Rule(types=("int", "null"), ge=1),
     "data.workers": _NON_NEGATIVE,
@@ -119,6 +122,11 @@ RULES: dict[str, Rule] = {
     "train.img_size": _SIZE,
     "train.optimizer": Rule(choices=("sgd", "adamw")),
     "train.lr": Rule(gt=0),
+    "train.backbone_lr": Rule(ge=0),  # x train.lr for the backbone; 0 = frozen (BN stats too)
+    "train.momentum": Rule(ge=0, lt=1),
+    "train.weight_decay": _NON_NEGATIVE,
+    "train.ignore_thresh": _FRACTION,
+    "train.mixup.alpha": Rule(gt=0),
     "train.lr_schedule.name": Rule(choices=("official", "paper", "step")),
     "train.lr_schedule.warmup_epochs": Rule(types=("float",), ge=0),  # fractional epochs
     "train.lr_schedule.warmup_power": Rule(types=("float",)),
@@ -141,11 +149,12 @@ RULES: dict[str, Rule] = {
     "eval.conf_thresh": _FRACTION,
     "eval.nms_thresh": _FRACTION,
     "eval.max_dets": Rule(types=("int", "null"), ge=1),  # null = no cap
+    "eval.curve_images": Rule(types=("int", "null"), ge=1),  # null = no learning curve
     "eval.batch_size": _POSITIVE,
     "eval.device": _DEVICE,
     "eval.backend": Rule(choices=("pycocotools", "faster-coco-eval")),
     "eval.dropped_gt": Rule(choices=("error", "score", "ignore")),
-    "eval.test_sizes": Rule(types=("list",), items=Rule(types=("int",), ge=1, multiple_of=32)),
+    "eval.test_sizes": Rule(types=("list",), items=_SIZE),
 }
 
 _KIND_TEXT = {
@@ -232,6 +241,8 @@ def _check_value(value: Any, rule: Rule, kinds: tuple[str, ...], where: str, sou
         return ConfigError(f"{source}: {where} must be {requirement}, got {value!r}")
 
     if kind in ("int", "float"):
+        if not math.isfinite(value):  # NaN passes every comparison; inf is no setting
+            raise fail("a finite number")
         for field, op, holds in _BOUNDS:
             limit = getattr(rule, field)
             if limit is not None and not holds(value, limit):
@@ -351,6 +362,23 @@ def profile_overrides(
     return name, overrides
 
 
+# A profile's key for settings of single experiments, applied after the profile's own (e.g. the
+# backbone pretraining run, which the profile trains longer than the fusion runs).
+PER_EXPERIMENT = "experiments"
+
+
+def _experiment_overrides(table: Any, name: str, params_path: Any) -> dict[str, Any]:
+    """The profile's ``experiments.<name>`` settings ({} when it has none)."""
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(
+            f"{params_path}: a profile's `{PER_EXPERIMENT}` must map experiment names to "
+            f"settings, got {_show(table)}"
+        )
+    return table.get(name) or {}
+
+
 def load_experiment(
     path: str | os.PathLike[str],
     profile: str | None = None,
@@ -371,8 +399,13 @@ def load_experiment(
     if params_path is not None and Path(params_path).is_file():
         params = load_params(params_path)
         prof_name, prof = profile_overrides(params, profile, str(params_path))
-        prof = check_keys(prof, root, f"{params_path} (profile {prof_name!r})")
-        cfg = deep_merge(cfg, prof)
+        prof = dict(prof)
+        own = _experiment_overrides(prof.pop(PER_EXPERIMENT, None), cfg["name"], params_path)
+        source = f"{params_path} (profile {prof_name!r})"
+        cfg = deep_merge(cfg, check_keys(prof, root, source))
+        if own:
+            where = f"{source[:-1]}, {PER_EXPERIMENT}.{cfg['name']})"
+            cfg = deep_merge(cfg, check_keys(own, root, where))
     elif profile is not None:
         raise ConfigError(f"{params_path}: file not found (needed for profile {profile!r})")
     if overrides:
@@ -433,3 +466,39 @@ def resolve_run(
     cfg = load_experiment(path, profile, params_path, merged, experiment_name(path))
     check_dataset_param(cfg, params_path, explicit_profile=profile is not None)
     return cfg
+
+
+PRETRAIN_KEYS = ("experiment", "seed", "out")
+
+
+def pretrain_settings(params: dict[str, Any], source: str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """params.yaml ``pretrain``: ``experiment`` (below experiments/), ``seed``, ``out`` (the
+    backbone file the profiles' ``model.backbone_weights`` name)."""
+    settings = params.get("pretrain")
+    if not isinstance(settings, dict) or sorted(settings) != sorted(PRETRAIN_KEYS):
+        raise ConfigError(
+            f"{source}: `pretrain` must be a mapping with the keys {', '.join(PRETRAIN_KEYS)}, "
+            f"got {_show(settings)}"
+        )
+    seed = settings["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"{source}: pretrain.seed must be an integer >= 0, got {seed!r}")
+    for key in ("experiment", "out"):
+        if not isinstance(settings[key], str) or not settings[key]:
+            raise ConfigError(f"{source}: pretrain.{key} must be a path, got {settings[key]!r}")
+    return settings
+
+
+def resolve_pretrain(params_path: str = DEFAULT_PARAMS) -> tuple[dict[str, Any], Path]:
+    """The pretraining run's resolved config and its output file; a run that would load its
+    own output is a ConfigError."""
+    settings = pretrain_settings(load_params(params_path), params_path)
+    cfg = resolve_run(settings["experiment"], settings["seed"], None, params_path)
+    own, out = cfg["model"]["backbone_weights"], Path(settings["out"])
+    if own and Path(own) == out:
+        raise ConfigError(
+            f"{params_path}: the pretraining run {settings['experiment']} would load its own "
+            f"output {own}: give it model.backbone_weights: null in the profile's "
+            f"`{PER_EXPERIMENT}` settings"
+        )
+    return cfg, out

@@ -62,13 +62,9 @@ def dump(part: dict[str, Any]) -> str:
     return yaml.safe_dump(part, sort_keys=True, default_flow_style=None, width=100)
 
 
-def write_part(path: str | os.PathLike[str], part: dict[str, Any]) -> bool:
-    """Write ``part`` to ``path`` unless the file already holds it; True if it was written."""
-    path, text = Path(path), dump(part)
-    if path.is_file() and path.read_text() == text:
-        return False
-    write_text(path, text)
-    return True
+def write_part(path: str | os.PathLike[str], part: dict[str, Any]) -> None:
+    """Write ``part`` to ``path`` in the canonical form that :func:`config_hash` hashes."""
+    write_text(Path(path), dump(part))
 
 
 def tracked_config(cfg: dict[str, Any]) -> dict[str, Any]:

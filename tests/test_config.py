@@ -376,6 +376,19 @@ def test_the_rules_name_base_keys_and_every_null_in_the_base_has_a_type() -> Non
         ("train.sync_bn=null", "overrides: train.sync_bn must be a boolean, got null"),
         ("train.snapshots=0.5", "overrides: train.snapshots must be a list, got 0.5 (float)"),
         ("description=null", "overrides: description must be a string, got null"),
+        ("model.width=.nan", "overrides: model.width must be a finite number, got nan"),
+        ("model.depth=.inf", "overrides: model.depth must be a finite number, got inf"),
+        ("model.width=0", "overrides: model.width must be in (0, 4], got 0"),
+        ("model.depth=-2", "overrides: model.depth must be in (0, 4], got -2"),
+        ("train.ignore_thresh=.nan", "train.ignore_thresh must be a finite number, got nan"),
+        ("train.momentum=.nan", "overrides: train.momentum must be a finite number, got nan"),
+        ("train.momentum=1", "overrides: train.momentum must be in [0, 1), got 1"),
+        ("train.mixup.alpha=.nan", "train.mixup.alpha must be a finite number, got nan"),
+        ("train.weight_decay=.inf", "train.weight_decay must be a finite number, got inf"),
+        ("train.lr=.nan", "overrides: train.lr must be a finite number, got nan"),
+        ("train.backbone_lr=-1", "overrides: train.backbone_lr must be >= 0, got -1"),
+        ("eval.curve_images=0", "overrides: eval.curve_images must be >= 1, got 0"),
+        ("eval.test_sizes=[100]", "overrides: eval.test_sizes[0] must be a multiple of 32"),
     ],
 )
 def test_a_bad_value_names_the_key_what_it_must_be_and_the_value(
@@ -525,3 +538,55 @@ def test_config_does_not_import_torch() -> None:
 
     code = "import sys, study.config; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_a_profile_sets_single_experiments_after_its_own_settings(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "profile": "p",
+                "profiles": {
+                    "p": {
+                        "train": {"epochs": 4},
+                        "experiments": {"fusion/none": {"train": {"epochs": 8}}},
+                    }
+                },
+            }
+        )
+    )
+    own = load_experiment(REPO / "experiments/fusion/none.yaml", None, params, name="fusion/none")
+    other = load_experiment(REPO / "experiments/fusion/sum.yaml", None, params, name="fusion/sum")
+    assert own["train"]["epochs"] == 8 and other["train"]["epochs"] == 4
+    params.write_text(
+        yaml.safe_dump(
+            {"profiles": {"default": {"experiments": {"fusion/none": {"train": {"epoks": 8}}}}}}
+        )
+    )
+    with pytest.raises(ConfigError, match=r"experiments\.fusion/none\): unknown key 'train.epoks'"):
+        load_experiment(REPO / "experiments/fusion/none.yaml", None, params, name="fusion/none")
+
+
+def test_pretrain_settings_are_checked_and_may_not_load_their_own_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from study.config import pretrain_settings, resolve_pretrain
+
+    good = {"experiment": "pretrain/backbone", "seed": 100, "out": "models/b.pt"}
+    assert pretrain_settings({"pretrain": good}) == good
+    for bad in ({**good, "seed": "x"}, {"experiment": "a"}, {**good, "out": ""}, None):
+        with pytest.raises(ConfigError, match="params.yaml: .*pretrain"):
+            pretrain_settings({"pretrain": bad})
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "pretrain": good,
+                "dataset": "data/synthetic",
+                "profiles": {"default": {"model": {"backbone_weights": "models/b.pt"}}},
+            }
+        )
+    )
+    monkeypatch.chdir(REPO)
+    with pytest.raises(ConfigError, match="would load its own output models/b.pt"):
+        resolve_pretrain(str(params))

@@ -24,12 +24,18 @@ class DistInfo:
         return self.rank == 0
 
 
+def process_rank() -> int:
+    """This process's global rank under torchrun (0 in a single process), read before any
+    process group exists: the rank that owns a run's files."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (nccl on CUDA, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    info = DistInfo(process_rank(), int(os.environ.get("LOCAL_RANK", "0")), world)
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
