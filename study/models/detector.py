@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from study.models.anchors import ANCHOR_MASKS, STRIDES
+from study.anchors import ANCHOR_MASKS, STRIDES
 from study.models.outputs import LevelOutput
 
 

@@ -48,8 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from study.anchors import OFFICIAL_ANCHORS
 from study.errors import CheckpointError
-from study.models.anchors import OFFICIAL_ANCHORS
 from study.models.zoo import VARIANTS
 
 BACKBONE_NAME = "darknet53_feature_mx"

@@ -11,8 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from study.anchors import ANCHOR_MASKS, STRIDES, resolve_anchors
 from study.errors import ConfigError
-from study.models.anchors import ANCHOR_MASKS, STRIDES, resolve_anchors
 from study.models.backbone import BACKBONES
 from study.models.blocks import scaled
 from study.models.detector import Detector

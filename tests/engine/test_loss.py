@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 
+from study.anchors import ANCHOR_MASKS, STRIDES, YOLOV3_ANCHORS
 from study.engine.loss import YOLOLoss, last_unique, wh_iou
-from study.models.anchors import ANCHOR_MASKS, STRIDES, YOLOV3_ANCHORS
 
 try:
     from study.models.outputs import LevelOutput

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.anchors import ANCHOR_SETS, OFFICIAL_ANCHORS, YOLOV3_ANCHORS
 from study.models import VARIANTS, available, build_model, register_variant
-from study.models.anchors import ANCHOR_SETS, OFFICIAL_ANCHORS, YOLOV3_ANCHORS
 from study.models.blocks import ScheduledDropBlock, conv_bn_act
 from study.models.fusions import FUSIONS
 from study.models.fusions.asff import ASFFLevel
