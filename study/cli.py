@@ -86,6 +86,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from study.config import resolve_pretrain
+    from study.models.zoo import check_model_config
+    from study.stages.pretrain import pretrain
+
+    cfg, out = resolve_pretrain(args.params)
+    check_model_config(cfg, cfg["name"])
+    pretrain(cfg, out, force=args.force)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from study.stages.evaluate import evaluate
 
@@ -206,6 +217,18 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--max-iters", type=int, default=None, help="stop after N iterations (tests)")
     p.add_argument("--force", action="store_true", help="retrain a run that is already complete")
     p.set_defaults(func=cmd_train)
+
+
+def _add_pretrain(sub: Any) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="train the backbone the fusion runs start from (params `pretrain`: the run "
+        "experiments/<experiment>.yaml at its seed) and write its backbone tensors to "
+        "pretrain.out",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (`pretrain`, profiles)")
+    p.add_argument("--force", action="store_true", help="retrain a run that is already complete")
+    p.set_defaults(func=cmd_pretrain)
 
 
 def _add_evaluate(sub: Any) -> None:
@@ -331,6 +354,7 @@ COMMANDS = (
     _add_data,
     _add_configure,
     _add_train,
+    _add_pretrain,
     _add_evaluate,
     _add_bench,
     _add_analyze,

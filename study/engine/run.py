@@ -1,15 +1,16 @@
-"""``study train``: train one run (experiment, seed) into its weights, snapshots and logs."""
+"""One training run (experiment, seed) into its weights, snapshots and logs, as ``study train``
+and ``study pretrain`` deliver it: a finished run is left untouched, a failed run's staging is
+removed, an interrupted one resumes."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from study.engine.distributed import cleanup
+from study.engine.distributed import cleanup, process_rank
 from study.engine.trainer import Trainer
 from study.provenance import provenance
 from study.resolved import config_hash, training_config
@@ -34,7 +35,9 @@ def finished(paths: RunPaths, cfg_hash: str) -> dict[str, Any] | None:
     return summary if complete else None
 
 
-def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False) -> dict[str, Any]:
+def train_run(
+    cfg: dict[str, Any], max_iters: int | None = None, force: bool = False
+) -> dict[str, Any]:
     """Train one run. Its logs (``live/``) and snapshots are written beside the previous run's
     and swapped in with the weights at the end, so a run that fails (or diverges) leaves the
     previous run's files matching each other. A run already complete with this training config
@@ -57,7 +60,7 @@ def train(cfg: dict[str, Any], max_iters: int | None = None, force: bool = False
     live_new = paths.results / ".live.new"
     snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
     staging, owner = (live_new, snapshots_new), paths.run_dir / STAGING_OWNER
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 owns the files
+    main = process_rank() == 0  # under torchrun, rank 0 owns the files
     resumable = (paths.run_dir / "last.pt").is_file() and not force
     if main and not (resumable and owner.is_file() and owner.read_text() == cfg_hash):
         _remove(*staging, paths.run_dir / "last.pt" if force else owner)
@@ -92,7 +95,7 @@ def _fit(
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
-        trainer.save_weights(paths.model)
+        trainer.save_weights(paths.model, {"iterations": trainer.global_iter})
         write_json(
             paths.results / "train_summary.json",
             {

@@ -28,6 +28,7 @@ from study.engine.distributed import DistInfo, all_reduce_mean, init_distributed
 from study.engine.ema import ModelEMA
 from study.engine.loss import build_criterion
 from study.errors import StudyError, TrainingDiverged
+from study.models.pretrained import load_backbone
 from study.models.weights import save_weights
 from study.models.zoo import build_model_from_config
 from study.resolved import config_hash, training_config
@@ -99,14 +100,27 @@ def build_optimizer(model: nn.Module, tc: dict[str, Any]) -> torch.optim.Optimiz
 
     Weight decay applies to convolution weights only, not to BatchNorm parameters and biases,
     as the official code intends ("set weight decay only on conv.weight").
+    The backbone's groups learn at ``train.backbone_lr`` x the rate (the step sets each group's
+    rate from its ``lr_scale``); 0 leaves the backbone out (frozen).
     """
     name = tc["optimizer"]
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": float(tc["weight_decay"])},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    scale = float(tc["backbone_lr"])
+    backbone = {id(p) for p in model.backbone.parameters()} if scale != 1.0 else set()
+    groups = []
+    for lr_scale, params in (
+        (1.0, [p for p in model.parameters() if id(p) not in backbone]),
+        (scale, [p for p in model.parameters() if id(p) in backbone] if scale > 0 else []),
+    ):
+        groups += [
+            {
+                "params": [p for p in params if p.ndim > 1],
+                "weight_decay": float(tc["weight_decay"]),
+            },
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        for group in groups[-2:]:
+            group["lr_scale"] = lr_scale
+    groups = [g for g in groups if g["params"]]
     lr, momentum = float(tc["lr"]), float(tc["momentum"])
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=True)
@@ -153,14 +167,10 @@ class Trainer:
         self.model = build_model_from_config(cfg, self.dataset.num_classes)
         init_official_(self.model)
         if cfg["model"]["backbone_weights"]:
-            from study.models.official import load_official
-
-            load_official(
-                self.model,
-                cfg["model"]["backbone_weights"],
-                cfg["model"]["name"],
-                backbone_only=True,
-            )
+            load_backbone(self.model, cfg["model"]["backbone_weights"], cfg["model"]["name"])
+        self.frozen_backbone = float(self.tc["backbone_lr"]) == 0
+        if self.frozen_backbone:  # no gradient, and BatchNorm keeps the pretrained statistics
+            self.model.backbone.requires_grad_(False)
         if self.tc["objectness_prior"]:
             init_objectness_prior_(self.model, float(self.tc["objectness_prior"]))
         self.model.to(self.device)
@@ -306,7 +316,7 @@ class Trainer:
         tc = self.tc
         lr = schedule.lr_at(tc["lr_schedule"], tc["lr"], tc["epochs"], epoch, it, iters)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         size = schedule.input_size_at(
             tc["multiscale"], tc["img_size"], tc["epochs"], epoch, self.global_iter, tc["seed"]
         )
@@ -379,6 +389,8 @@ class Trainer:
             seed_everything(self.tc["seed"] * 7919 + epoch + 1000 * self.dist.rank)
             self.apply_epoch_schedules(epoch)
             self.net.train()
+            if self.frozen_backbone:
+                self.model.backbone.eval()
             loader = self.loader(epoch)
             iters, it = len(loader), -1
             if iters == 0:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from study.config import load_params, resolve_run
+from study.config import load_params, pretrain_settings, resolve_run
 from study.resolved import evaluation_config, training_config, write_part
 from study.runs import CONFIGS, paths_of
 from study.utils import swap_in
@@ -27,6 +27,9 @@ def study_runs(params: dict[str, Any]) -> list[tuple[str, int]]:
         for f in params.get("fusions") or []
         for s in params.get("seeds") or []
     ]
+    if "pretrain" in params:  # the backbone pretraining run (`study pretrain`)
+        pretraining = pretrain_settings(params)
+        runs.append((pretraining["experiment"], pretraining["seed"]))
     runs += [
         (f"table1/{r}", int(s))
         for r in params.get("table1") or []

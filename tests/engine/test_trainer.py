@@ -149,6 +149,43 @@ def test_snapshots_keep_the_initial_and_mid_run_weights(data_root: Path, tmp_pat
     assert config_hash(cfg) != config_hash(tiny_cfg(data_root, epochs=2, snapshots=[]))
 
 
+def test_a_pretrained_backbone_carries_over_alone_and_can_be_frozen(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """The backbone file holds the backbone's tensors only; a run that loads it starts with
+    those tensors and its own freshly initialised neck and head; backbone_lr 0 keeps them (and
+    their BatchNorm statistics) fixed while the rest trains; a file of another width is
+    refused, naming the file and a tensor."""
+    from study.errors import CheckpointError
+    from study.models.pretrained import load_backbone, save_backbone
+
+    source = Trainer(tiny_cfg(data_root, experiment="fusion/none"), run_dir=tmp_path / "a")
+    source.fit()
+    path = tmp_path / "backbone.pt"
+    save_backbone(source.model, path)
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    assert set(blob["backbone"]) == set(source.model.backbone.state_dict())
+    cfg = tiny_cfg(data_root, experiment="fusion/asff", seed=3, backbone_lr=0.0)
+    cfg["model"]["backbone_weights"] = str(path)
+    run = Trainer(cfg, run_dir=tmp_path / "b", max_iters=2)
+    loaded = state_copy(run.model.backbone)
+    assert all(torch.equal(loaded[k], v) for k, v in blob["backbone"].items())
+    head_before = state_copy(run.model)
+    run.fit()
+    assert all(torch.equal(run.model.backbone.state_dict()[k], v) for k, v in loaded.items())
+    changed = [k for k, v in run.model.state_dict().items() if not torch.equal(head_before[k], v)]
+    assert changed and not any(k.startswith("backbone.") for k in changed)
+    # a lower rate: the backbone's parameter groups carry the scale
+    cfg_low = tiny_cfg(data_root, experiment="fusion/asff", backbone_lr=0.1)
+    low = Trainer(cfg_low, run_dir=tmp_path / "c")
+    assert sorted({g["lr_scale"] for g in low.optimizer.param_groups}) == [0.1, 1.0]
+    wide = tiny_cfg(data_root, experiment="fusion/none")
+    wide["model"]["width"] = 0.25
+    other = Trainer(wide, run_dir=tmp_path / "d").model
+    with pytest.raises(CheckpointError, match=r"backbone.pt: the backbone does not fit .*shape"):
+        load_backbone(other, path, "yolov3-spp")
+
+
 @pytest.mark.parametrize("bad", [1.0, -0.1, "half"])
 def test_a_snapshot_outside_the_run_is_an_error(data_root: Path, tmp_path: Path, bad) -> None:
     cfg = tiny_cfg(data_root, snapshots=[bad])
