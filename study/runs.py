@@ -10,7 +10,8 @@ A run is one (experiment, seed); the experiment is named by its path below ``exp
     models/<experiment>/seed<k>.pt          final weights + how to rebuild the model (DVC out)
     models/<experiment>/snapshots/seed<k>/  weights during training (`train.snapshots`; DVC out)
     results/<experiment>/seed<k>/           train_summary.json, live/ (dvclive), metrics.json,
-                                            detections.json.gz, test_sizes/, analysis/
+                                            detections.json.gz, curve.json, test_sizes/,
+                                            analysis/
     results/bench.csv                       latency / throughput of every model (`study bench`)
     results/tables/                         paper-style tables from `study report`
 """
@@ -25,6 +26,9 @@ from study.errors import ConfigError
 
 EXPERIMENTS = Path("experiments")
 CONFIGS, RUNS, MODELS, RESULTS = Path("configs"), Path("runs"), Path("models"), Path("results")
+CURVE = (
+    "curve.json"  # results/<experiment>/seed<k>/: the run's learning curve (study/eval/curve.py)
+)
 
 
 @dataclass(frozen=True)

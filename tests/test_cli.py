@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "data",
     "configure",
     "train",
+    "pretrain",
     "evaluate",
     "bench",
     "analyze",
@@ -277,6 +278,10 @@ def test_test_sizes_and_bench_end_to_end(
     ]
     m96 = json.loads((run / "test_sizes" / "s96.json").read_text())
     assert m96["meta"]["protocol"]["img_size"] == 96 and "AP" in m96
+    # the learning curve: the initial snapshot and the final weights, on the same images
+    curve = json.loads((run / "curve.json").read_text())
+    assert [(p["epoch"], p["iteration"]) for p in curve] == [(0, 0), (1, 1)]
+    assert {p["images"] for p in curve} == {1} and all("AP" in p for p in curve)
     assert main(["bench", "--set", "bench.runs=0"]) == 2
     assert "bench.runs: expected an integer >= 1" in capsys.readouterr().err
     capsys.readouterr()

@@ -40,6 +40,7 @@ from study.analysis.gradients import (
 from study.data import IMAGENET_MEAN, IMAGENET_STD, collate, eval_dataset
 from study.engine.loss import build_criterion
 from study.errors import ConfigError, StudyError
+from study.eval.curve import snapshot_files
 from study.models.weights import check_classes, load_weights
 from study.provenance import provenance
 from study.utils import atomic_path, write_json
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "images": None,  # validation images analysed (null = the whole split)
     "batch_size": 16,
     "map_images": 4,  # images drawn as weight maps (nested, small, medium, large objects)
+    "fractions": [0.0, 0.5],  # snapshots analysed (fractions of the run); the final weights always
 }
 DEFINITIONS = {
     "share": "|sum_{j!=k} dL^j/dx^k| / (|dL^k/dx^k| + |sum_{j!=k} dL^j/dx^k|) at locations of "
@@ -76,6 +78,13 @@ def check_settings(settings: dict[str, Any], source: str) -> dict[str, Any]:
             f"{source}: analysis: unknown key(s) {', '.join(unknown)}; valid: {', '.join(DEFAULTS)}"
         )
     out = {**DEFAULTS, **settings}
+    fractions = out["fractions"]
+    if not isinstance(fractions, list) or not all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f < 1 for f in fractions
+    ):
+        raise ConfigError(
+            f"{source}: analysis.fractions must be a list of fractions in [0, 1), got {fractions!r}"
+        )
     for key, minimum in (("images", 1), ("batch_size", 1), ("map_images", 0)):
         value = out[key]
         if value is None and key == "images":
@@ -87,19 +96,17 @@ def check_settings(settings: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def checkpoints(paths: RunPaths, epochs: int) -> list[tuple[str, float, Path]]:
-    """(label, fraction of the run, weights file): snapshots by epoch, then the final weights."""
-    found = []
-    if paths.snapshots.is_dir():
-        for p in paths.snapshots.glob("epoch*.pt"):
-            try:
-                found.append((int(p.stem.removeprefix("epoch")), p))
-            except ValueError:
-                continue
+def checkpoints(
+    paths: RunPaths, epochs: int, fractions: list[float] | None = None
+) -> list[tuple[str, float, Path]]:
+    """(label, fraction of the run, weights file): the snapshots at ``fractions`` (all when
+    None) by epoch, then the final weights."""
     out = []
-    for epoch, p in sorted(found):
-        label = "init" if epoch == 0 else f"epoch{epoch}"
-        out.append((label, epoch / max(1, epochs), p))
+    for p in snapshot_files(paths.snapshots):
+        epoch = int(p.stem.removeprefix("epoch"))
+        fraction = epoch / max(1, epochs)
+        if fractions is None or any(abs(fraction - f) < 1e-9 for f in fractions):
+            out.append(("init" if epoch == 0 else f"epoch{epoch}", fraction, p))
     if not paths.model.is_file():
         raise StudyError(f"{paths.model}: weights file not found (train the experiment first)")
     out.append(("final", 1.0, paths.model))
@@ -320,7 +327,7 @@ def analyze_run(
 ) -> list[Path]:
     """Analyse one (experiment, seed) run; returns the files written."""
     settings = check_settings(settings, source)
-    ckpts = checkpoints(paths, int(cfg["train"]["epochs"]))
+    ckpts = checkpoints(paths, int(cfg["train"]["epochs"]), settings["fractions"])
     dataset = eval_dataset(cfg)
     n_images = len(dataset) if settings["images"] is None else min(settings["images"], len(dataset))
     subset = Subset(dataset, range(n_images))
