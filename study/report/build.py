@@ -22,16 +22,36 @@ from study.eval.coco_eval import read_detections
 from study.eval.resample import ImageWeightedAP
 from study.provenance import provenance
 from study.report.analysis import agreement_table, analysis_dir, collect_analysis, gradient_table
-from study.report.collect import AP_COLUMNS, collect_runs, detections_path
+from study.report.anchors import anchor_usage, usage_report_data
+from study.report.collect import AP_COLUMNS, collect_runs, detections_path, run_dir
+from study.report.curves import (
+    RULE as CONVERGENCE_RULE,
+)
+from study.report.curves import (
+    budget_curve,
+    budget_display,
+    convergence,
+    curve_table,
+    read_curves,
+)
 from study.report.figures import (
+    budget_figure,
     conflict_share_figure,
+    learning_curves_figure,
     share_vs_weight_figure,
     weight_maps_figure,
 )
 from study.report.scorecard import RULES, Evidence, scorecard, verdict_counts
 from study.report.speed import attach_speed, read_bench, speed_report
-from study.report.stats import paired_bootstrap, seed_summary
-from study.report.tables import fusion_table, pairwise_table, table1_table, write_table
+from study.report.stats import paired_differences, seed_summary
+from study.report.tables import (
+    PAIRWISE,
+    TABLE3,
+    fusion_table,
+    pairwise_table,
+    table1_table,
+    write_table,
+)
 from study.utils import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -105,21 +125,25 @@ def category_names(coco_gt: COCO) -> list[str]:
 @dataclass
 class FusionStudy:
     """What the fusion section computed, for the later sections: the runs, their seed summary,
-    the paired differences, the validation annotations they were scored on, the paths written."""
+    the paired differences, the learning curves and convergence records, the validation
+    annotations they were scored on, the paths written."""
 
     runs: pd.DataFrame
     summary: pd.DataFrame
     deltas: pd.DataFrame
     annotations: COCO
     paths: list[Path]
+    curves: pd.DataFrame
+    converged: dict[str, dict[str, Any]]
+    names: dict[str, str]
 
 
 def _comparisons(
     fusions: Sequence[str], pairwise: str | None
-) -> tuple[str, str | None, list[tuple[str, str]]]:
+) -> tuple[str, str | None, dict[str, list[tuple[str, str]]]]:
     """(Table 3's reference, the pairwise table's strategy or None, the (experiment, reference)
-    pairs to bootstrap). The second comparison (params.yaml report.pairwise) sets one strategy
-    against each other one."""
+    pairs of each table: one family each for the multiplicity adjustment). The second table
+    (params.yaml report.pairwise) sets one strategy against each other one."""
     experiments = [f"fusion/{f}" for f in fusions]
     reference = "fusion/none" if "none" in fusions else experiments[0]
     if pairwise is not None and pairwise not in fusions:
@@ -128,10 +152,10 @@ def _comparisons(
         )
     pair_ref = f"fusion/{pairwise}" if pairwise and len(fusions) > 2 else None
     pair_ref = None if pair_ref == reference else pair_ref
-    pairs = [(e, reference) for e in experiments if e != reference]
+    families = {TABLE3: [(e, reference) for e in experiments if e != reference]}
     if pair_ref:
-        pairs += [(pair_ref, e) for e in experiments if e != pair_ref]
-    return reference, pair_ref, pairs
+        families[PAIRWISE] = [(pair_ref, e) for e in experiments if e != pair_ref]
+    return reference, pair_ref, families
 
 
 def _table3(
@@ -150,12 +174,20 @@ def _table3(
         f"{_dataset_label(runs)}; {len(seeds)} seed(s) per strategy "
         f"({', '.join(map(str, seeds))}). COCO AP x 100, mean ± standard deviation over seeds."
     )
+    m = max(1, len(numeric) - 1)
     notes = [
         f"Δ: paired difference to `{reference_name}` in AP points (mean over seeds), with a "
-        f"95 % interval from a two-stage bootstrap ({replicates} "
-        "replicates): each replicate resamples the validation images (one draw shared by all "
-        "runs) and the seeds, with replacement, and recomputes COCO AP exactly on that sample. "
-        "'within noise': the interval covers 0.",
+        f"seed interval: a Student t interval on the per-seed differences ({len(seeds) - 1} "
+        f"df), Holm-adjusted over the {m} comparisons of each column (the k-th smallest p "
+        f"tested at 0.05 / ({m} - k + 1)). 'within noise': the interval covers 0; only an "
+        "interval that excludes 0 is 'beyond noise'. ΔAP > 0: seeds with a positive "
+        "difference, of those compared.",
+        f"ΔAP test set: the noise of the finite validation set alone, a 95 % bootstrap over the "
+        f"images ({replicates} replicates, one draw shared by all runs, seeds fixed, COCO AP "
+        "recomputed exactly on each sample); it does not decide 'beyond noise'.",
+        f"converged: {CONVERGENCE_RULE} (results/tables/convergence.md); in brackets the mean "
+        "gain over the last quarter. A comparison with a row that has not converged measures "
+        "learning speed as much as the fusion.",
         "params and GFLOPs (torch.utils.flop_counter, multiply-add = 2) at the evaluation size; "
         "ms: median per image at batch 1, fp32, forward + decode + NMS, of the bench.seed "
         "weights on the machine that ran the `speed` stage (results/bench.csv; the ASFF "
@@ -182,11 +214,13 @@ def _pairwise_report(
     caption = (
         f"**{pairwise} against every other strategy**, profile `{profile}`, the runs of "
         f"Table 3 (fusion.md). Paired difference `{pairwise}` minus the other strategy in "
-        "AP points (mean over seeds) with its 95 % interval, from the same bootstrap "
-        "replicates as Table 3."
+        "AP points (mean over seeds) with its seed interval: a Student t interval on the "
+        "per-seed differences, Holm-adjusted over this table's comparisons (one family per "
+        "column); the test-set interval is the image bootstrap of Table 3."
     )
     notes = [
-        f"'within noise': the interval covers 0; a positive difference favours `{pairwise}`.",
+        f"'within noise': the interval covers 0; a positive difference favours `{pairwise}`; "
+        "ΔAP > 0: the seeds where it is positive.",
         "The paper's Table 3 claims ASFF beats sum and concat fusion on COCO (numbers for "
         "those two not published).",
     ]
@@ -205,21 +239,120 @@ def fusion_report(
     experiments = [f"fusion/{f}" for f in fusions]
     runs = attach_speed(collect_runs(results_dir, experiments, seeds), bench)
     summary = seed_summary(runs, SUMMARY_COLUMNS)
-    reference, pair_ref, pairs = _comparisons(fusions, rep.get("pairwise"))
+    reference, pair_ref, families = _comparisons(fusions, rep.get("pairwise"))
     annotations = validation_annotations(runs)
-    deltas = paired_bootstrap(
+    deltas = paired_differences(
         scorers(results_dir, runs, annotations),
-        pairs,
+        families,
         seeds,
         replicates=int(rep.get("bootstrap_replicates", 500)),
         rng_seed=int(rep.get("bootstrap_seed", 0)),
     )
     names = dict(zip(experiments, fusions, strict=True))
-    shown, numeric = fusion_table(summary, deltas, reference, names, _min_ap(params), seeds)
+    curves = read_curves(results_dir, experiments, seeds)
+    converged = convergence(curves)
+    shown, numeric = fusion_table(
+        summary, deltas, reference, names, _min_ap(params), seeds, converged
+    )
     paths = _table3(params, out_dir, runs, shown, numeric, names[reference])
     if pair_ref:
         paths += _pairwise_report(out_dir, deltas, pair_ref, names, seeds, _profile(runs))
-    return FusionStudy(runs, summary, deltas, annotations, paths)
+    return FusionStudy(runs, summary, deltas, annotations, paths, curves, converged, names)
+
+
+# --- the anchors ---------------------------------------------------------------------------------
+
+
+def anchors_report(
+    results_dir: Path, reference: str, seed: int, val_ann: Path, out_dir: Path
+) -> list[Path]:
+    """anchor_usage.md: the boxes each anchor of the reference run's set is assigned, train and
+    val (``val_ann``), at its training size (from the run's train_summary.json config)."""
+    summary = run_dir(results_dir, reference, seed) / "train_summary.json"
+    if not summary.is_file():
+        return []
+    cfg = json.loads(summary.read_text()).get("config") or {}
+    try:
+        anchors, size = cfg["model"]["anchors"], int(cfg["train"]["img_size"])
+        data = cfg["data"]
+        train_ann = Path(data["root"]) / "annotations" / f"instances_{data['train_split']}.json"
+        sizes = usage_report_data(train_ann, val_ann, size)
+    except (KeyError, TypeError, OSError, StudyError) as exc:
+        log.warning("anchor usage skipped: %s: %s", summary, exc)
+        return []
+    table = anchor_usage(sizes, anchors)
+    name = anchors if isinstance(anchors, str) else "explicit"
+    caption = (
+        f"**Anchor usage**, anchor set `{name}` at the training size {size} px (the boxes after "
+        "the square resize): the ground-truth boxes each anchor is assigned by YOLOv3's rule "
+        "(the best IoU of the boxes centred on each other; one anchor per box), per split, "
+        "with their mean IoU with it. An anchor no box picks trains nothing."
+    )
+    per_level = table.groupby("stride")["train boxes"].sum().to_dict()
+    notes = [
+        "Boxes per level (train): "
+        + ", ".join(f"stride {k}: {v}" for k, v in sorted(per_level.items(), reverse=True))
+        + ". The anchor comparison behind the default set: docs/default-profile.md."
+    ]
+    return write_table(out_dir, "anchor_usage", table, table, caption, notes)
+
+
+# --- learning curves, convergence and the budget curve -----------------------------------------
+
+
+def budget_comparisons(experiments: Sequence[str]) -> list[tuple[str, str]]:
+    """Each strategy − none, then asff − each other strategy (those present)."""
+    pairs = [(e, "fusion/none") for e in experiments if e != "fusion/none"]
+    if "fusion/asff" in experiments:
+        pairs += [
+            ("fusion/asff", e) for e in experiments if e not in ("fusion/asff", "fusion/none")
+        ]
+    return [p for p in pairs if "fusion/none" in experiments or p[1] != "fusion/none"]
+
+
+def curves_report(
+    fusion: FusionStudy, out_dir: Path, figures: Path, profile: str
+) -> tuple[list[Path], pd.DataFrame | None]:
+    """convergence.md (AP at every curve point, the rule's verdict per strategy), budget.md
+    and the two figures; (paths, the budget curve) or ([], None) when no run has a curve."""
+    curves, names = fusion.curves, fusion.names
+    if curves.empty:
+        return [], None
+    figures.mkdir(parents=True, exist_ok=True)
+    images = int(curves["images"].iloc[0])
+    table = curve_table(curves, names)
+    table["last-quarter gain"] = [
+        f"{fusion.converged[e]['gain']:+.1f}" for e in curves["experiment"].unique()
+    ]
+    table["converged"] = [
+        "yes" if fusion.converged[e]["converged"] else "NO" for e in curves["experiment"].unique()
+    ]
+    caption = (
+        f"**Learning curves and convergence**, profile `{profile}`: AP x 100 (mean ± standard "
+        f"deviation over seeds) on the first {images} validation images at every training "
+        "snapshot and at the end (columns: iterations)."
+    )
+    paths = write_table(
+        out_dir, "convergence", table, table, caption, [f"Rule: {CONVERGENCE_RULE}."]
+    )
+    budget = budget_curve(curves, budget_comparisons(list(names)))
+    shown = budget_display(budget, names)
+    caption = (
+        f"**The budget curve**, profile `{profile}`: ΔAP (points) between two strategies, paired "
+        f"by seed, at every point of the learning curves (first {images} validation images), "
+        "with its 95 % Student t interval over seeds and the number of seeds where it is "
+        "positive. A gain that persists to the end is a better model; one that shrinks to 0 is "
+        "faster early learning."
+    )
+    notes = [
+        "Intervals are not adjusted for multiplicity: read a row as one curve. Claim C8 of the "
+        "scorecard reads the last point of asff − none."
+    ]
+    numeric = budget.drop(columns=["per_seed"])
+    paths += write_table(out_dir, "budget", shown, numeric, caption, notes)
+    paths += learning_curves_figure(curves, names, figures)
+    paths += budget_figure(budget, names, figures)
+    return paths, budget
 
 
 # --- Table 1 -----------------------------------------------------------------------------------
@@ -449,7 +582,7 @@ def build_report(
         raise StudyError("params: neither `fusions` nor `table1` lists an experiment")
     paths: list[Path] = []
     fusion: FusionStudy | None = None
-    analysis = None
+    analysis, budget = None, None
     bench, overhead = read_bench(results_dir)
     if params.get("fusions"):
         fusion = fusion_report(params, results_dir, out, bench)
@@ -457,6 +590,10 @@ def build_report(
         names = category_names(fusion.annotations)
         p, analysis = analysis_report(params, results_dir, out, figures, fusion.runs, names)
         paths += p
+        p, budget = curves_report(fusion, out, figures, _profile(fusion.runs))
+        paths += p
+        val_ann = Path(fusion.runs["ann_file"].dropna().iloc[0])
+        paths += anchors_report(results_dir, "fusion/none", _seeds(params)[0], val_ann, out)
     p, table1_runs = table1_report(params, results_dir, out, bench)
     paths += p
     frames = [table1_runs] if fusion is None else [fusion.runs, table1_runs]
@@ -475,6 +612,8 @@ def build_report(
         None if analysis is None else analysis["agreement"],
         _min_ap(params),
         overhead,
+        None if fusion is None else fusion.converged,
+        budget,
     )
     paths += _scorecard_report(params, evidence, out)
     metrics = results_dir / "metrics.json"

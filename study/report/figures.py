@@ -209,3 +209,50 @@ def speed_accuracy_figure(summary: pd.DataFrame, out_dir: Path, caption: str) ->
     ax.set_title(textwrap.fill(caption, 100), fontsize=8)
     fig.tight_layout()
     return save(fig, out_dir, "speed_accuracy")
+
+
+def learning_curves_figure(
+    curves: pd.DataFrame, names: dict[str, str], out_dir: Path
+) -> list[Path]:
+    """AP on the learning-curve subset against iterations, one line per strategy (mean over
+    seeds, the seeds' range shaded)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for exp, runs in curves.groupby("experiment", sort=False):
+        by = runs.groupby("iteration")["AP"]
+        x = by.mean().index.to_numpy()
+        ax.plot(x, 100 * by.mean().to_numpy(), marker="o", ms=3, label=names.get(exp, exp))
+        ax.fill_between(x, 100 * by.min().to_numpy(), 100 * by.max().to_numpy(), alpha=0.15)
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("AP (learning-curve subset)")
+    ax.set_title("Learning curves (mean over seeds; band: min..max)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, out_dir, "learning_curves")
+
+
+def budget_figure(budget: pd.DataFrame, names: dict[str, str], out_dir: Path) -> list[Path]:
+    """The budget curve: ΔAP against iterations per comparison with its 95 % seed t interval;
+    left: each strategy − none, right: asff − each other strategy."""
+    panels = [
+        ("each strategy − none", budget[budget["reference"] == "fusion/none"]),
+        (
+            "asff − each other strategy",
+            budget[
+                (budget["experiment"] == "fusion/asff") & (budget["reference"] != "fusion/none")
+            ],
+        ),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (title, rows) in zip(axes, panels, strict=True):
+        for (exp, ref), group in rows.groupby(["experiment", "reference"], sort=False):
+            g = group.sort_values("iteration")
+            label = f"{names.get(exp, exp)} − {names.get(ref, ref)}"
+            ax.plot(g["iteration"], g["delta"], marker="o", ms=3, label=label)
+            ax.fill_between(g["iteration"], g["lo"], g["hi"], alpha=0.12)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("training iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("ΔAP, points (band: 95 % t interval over seeds)")
+    return save(fig, out_dir, "budget_curve")

@@ -101,11 +101,26 @@ def _mean_std(mean: float, std: float) -> str:
 
 
 def _delta(row: Mapping[str, Any] | None) -> str:
-    """'+1.2 [+0.4, +2.0]' in points, with 'within noise' when the interval covers 0."""
+    """'+1.2 [+0.4, +2.0]' in points (the Holm-adjusted seed interval), with 'within noise' when
+    the interval covers 0."""
     if row is None or pd.isna(row["delta"]):
         return MISSING
+    if pd.isna(row["lo"]):
+        return f"{pct(row['delta']):+.1f} (one seed: no interval)"
     text = f"{pct(row['delta']):+.1f} [{pct(row['lo']):+.1f}, {pct(row['hi']):+.1f}]"
     return text + (" within noise" if row["within_noise"] else "")
+
+
+def _test_set(row: Mapping[str, Any] | None) -> str:
+    """'[+0.1, +2.3]': the image-bootstrap interval (test-set noise, seeds fixed), points."""
+    if row is None or pd.isna(row["boot_lo"]):
+        return MISSING
+    return f"[{pct(row['boot_lo']):+.1f}, {pct(row['boot_hi']):+.1f}]"
+
+
+def _signs(row: Mapping[str, Any] | None) -> str:
+    """'3/3': seeds in which the difference is positive, of the seeds compared."""
+    return MISSING if row is None else f"{int(row['positive'])}/{int(row['seeds'])}"
 
 
 def fusion_table(
@@ -115,8 +130,10 @@ def fusion_table(
     names: Mapping[str, str],
     min_ap: float,
     seeds: Sequence[int],
+    converged: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table, numeric table) of Table 3: one row per strategy."""
+    """(display table, numeric table) of Table 3: one row per strategy; ``converged`` maps an
+    experiment to its convergence record (study/report/curves.py), if the runs have curves."""
     shown, numeric = [], []
     for _, row in summary.iterrows():
         exp = row["experiment"]
@@ -134,6 +151,9 @@ def fusion_table(
                     for m in d
                 },
                 "ΔAP per seed": MISSING if exp == reference else _per_seed(d["AP"]),
+                "ΔAP > 0": MISSING if exp == reference else _signs(d["AP"]),
+                "ΔAP test set": MISSING if exp == reference else _test_set(d["AP"]),
+                "converged": _converged_text(converged, exp),
                 "params M": _num(row["params"] / 1e6, 2),
                 "GFLOPs": _num(row["flops"] / 1e9, 2),
                 "ms": _num(row["ms"]),
@@ -148,20 +168,38 @@ def fusion_table(
             num[f"{m}_std"] = pct(row[f"{m}_std"])
         num.update(_delta_columns(d, seeds))
         num.update(params=row["params"], flops=row["flops"], ms=row["ms"], learned=learned)
+        record = (converged or {}).get(exp)
+        num["converged"] = None if record is None else bool(record["converged"])
+        num["last_quarter_gain"] = None if record is None else record["gain"]
         numeric.append(num)
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
 
+def _converged_text(converged: Mapping[str, Mapping[str, Any]] | None, exp: str) -> str:
+    """'yes (+0.4)' / 'no (+2.1)': the convergence rule and the last quarter's AP gain."""
+    record = (converged or {}).get(exp)
+    if record is None or pd.isna(record["gain"]):
+        return MISSING
+    return f"{'yes' if record['converged'] else 'NO'} ({record['gain']:+.1f})"
+
+
+# The comparison families (one Holm adjustment each): Table 3 (each strategy - the reference)
+# and the pairwise table (one strategy - each other).
+TABLE3, PAIRWISE = "table3", "pairwise"
+
+
 def _lookup(
-    deltas: pd.DataFrame | None, reference: str, exp: str, metric: str
+    deltas: pd.DataFrame | None, reference: str, exp: str, metric: str, family: str = TABLE3
 ) -> dict[str, Any] | None:
-    """The bootstrap row of ``exp`` against ``reference`` for ``metric`` (None if absent)."""
+    """The difference row of ``exp`` against ``reference`` for ``metric`` in ``family`` (None if
+    absent)."""
     if deltas is None or deltas.empty:
         return None
     hit = deltas[
         (deltas["reference"] == reference)
         & (deltas["experiment"] == exp)
         & (deltas["metric"] == metric)
+        & (deltas["family"] == family)
     ]
     return None if hit.empty else hit.iloc[0].to_dict()
 
@@ -175,7 +213,7 @@ def pairwise_table(
     for other in names:
         if other == strategy:
             continue
-        d = {m: _lookup(deltas, other, strategy, m) for m in DELTA_METRICS}
+        d = {m: _lookup(deltas, other, strategy, m, PAIRWISE) for m in DELTA_METRICS}
         if d["AP"] is None:
             continue
         label = f"{names[strategy]} − {names[other]}"
@@ -184,6 +222,8 @@ def pairwise_table(
                 "comparison": label,
                 **{f"Δ{m}": _delta(d[m]) for m in DELTA_METRICS},
                 "ΔAP per seed": _per_seed(d["AP"]),
+                "ΔAP > 0": _signs(d["AP"]),
+                "ΔAP test set": _test_set(d["AP"]),
             }
         )
         numeric.append(
@@ -205,9 +245,10 @@ def _delta_columns(
     """CSV columns d<metric>_{delta,lo,hi,within_noise,seed<k>} of difference rows (points)."""
     num: dict[str, Any] = {}
     for m, row in d.items():
-        for key in ("delta", "lo", "hi"):
+        for key in ("delta", "lo", "hi", "boot_lo", "boot_hi"):
             num[f"d{m}_{key}"] = pct(row[key]) if row is not None else math.nan
-        num[f"d{m}_within_noise"] = row["within_noise"] if row is not None else None
+        for key in ("p", "level", "positive", "within_noise"):
+            num[f"d{m}_{key}"] = row[key] if row is not None else None
         for seed, value in zip(seeds, row["per_seed"] if row is not None else [], strict=False):
             num[f"d{m}_seed{seed}"] = pct(value)
     return num

@@ -209,6 +209,7 @@ def _evidence(shares: dict[str, list[float]], rates: dict[str, float], ratio=(1.
                     "lo": lo,
                     "hi": hi,
                     "within_noise": lo <= 0 <= hi,
+                    "family": "table3",
                 }
             )
     overhead = pd.DataFrame(
@@ -230,8 +231,17 @@ def _evidence(shares: dict[str, list[float]], rates: dict[str, float], ratio=(1.
             for size in (96, 128)
         ]
     )
+    converged = {"fusion/none": {"converged": True, "gain": 0.3}}
     return Evidence(
-        None, pd.DataFrame(deltas), runs, None, pd.concat(grads), pd.concat(agree), 0.1, overhead
+        None,
+        pd.DataFrame(deltas),
+        runs,
+        None,
+        pd.concat(grads),
+        pd.concat(agree),
+        0.1,
+        overhead,
+        converged,
     )
 
 
@@ -258,6 +268,50 @@ def test_scorecard_rules() -> None:
     # latency: every round outside the band, or the rounds reaching into it
     assert _verdicts(_evidence(apart, every, (1.5, 1.45, 1.52)))["C4"] == NOT_REPLICATED
     assert _verdicts(_evidence(apart, every, (0.94, 0.7, 1.21)))["C4"] == INCONCLUSIVE
+
+
+def test_fusion_claims_need_a_converged_reference() -> None:
+    apart = {"asff": [0.10, 0.11, 0.12], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
+    ev = _evidence(apart, {"all": 0.6, "small": 0.9, "medium": 0.6, "large": 0.5})
+    ev.converged = {"fusion/none": {"converged": False, "gain": 4.2}}
+    v = _verdicts(ev)
+    for claim in ("C2", "C3", "C5", "C6"):
+        assert v[claim].startswith(NOT_TESTED) and "+4.2 AP" in v[claim]
+    assert v["C4"] == REPLICATED  # a speed claim does not depend on convergence
+    ev.converged = None
+    assert "convergence unknown" in _verdicts(ev)["C2"]
+
+
+def test_c8_reads_the_end_of_the_budget_curve() -> None:
+    ev = _evidence({"asff": [0.1] * 3, "sum": [0.2] * 3, "concat": [0.2] * 3}, {"all": 0.5})
+    ev.converged = {e: {"converged": True, "gain": 0.2} for e in ("fusion/none", "fusion/asff")}
+
+    def curve(end: tuple[float, float, float], best: float) -> pd.DataFrame:
+        rows = [(100, best, best - 1, best + 1), (200, *end)]
+        return pd.DataFrame(
+            [
+                {
+                    "experiment": "fusion/asff",
+                    "reference": "fusion/none",
+                    "iteration": it,
+                    "delta": d,
+                    "lo": lo,
+                    "hi": hi,
+                    "positive": 3,
+                    "seeds": 3,
+                }
+                for it, d, lo, hi in rows
+            ]
+        )
+
+    ev.budget = curve((2.0, 0.5, 3.5), 4.0)
+    assert _verdicts(ev)["C8"] == REPLICATED
+    ev.budget = curve((0.5, -1.0, 2.0), 6.0)  # the gain faded into noise
+    assert _verdicts(ev)["C8"] == NOT_REPLICATED
+    ev.budget = curve((1.5, -1.0, 4.0), 2.0)
+    assert _verdicts(ev)["C8"] == INCONCLUSIVE
+    ev.converged["fusion/asff"]["converged"] = False
+    assert "asff has not converged" in _verdicts(ev)["C8"]
 
 
 def test_chain_claims_need_learned_rows() -> None:

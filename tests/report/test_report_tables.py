@@ -15,7 +15,7 @@ from study.report import build_report
 from study.report.build import scorers as run_scorers
 from study.report.build import validation_annotations
 from study.report.collect import collect_runs, read_run
-from study.report.stats import paired_bootstrap, seed_summary
+from study.report.stats import paired_differences, seed_summary
 from study.report.tables import PAPER_TABLE1, PAPER_TABLE3
 
 
@@ -51,27 +51,28 @@ def test_seed_summary_mean_and_sample_std() -> None:
     assert math.isnan(s["AP_std"][1])  # one seed: no spread
 
 
-def test_paired_bootstrap_separates_a_real_gain_from_none(study) -> None:
+def test_paired_differences_separate_a_real_gain_from_none(study) -> None:
     results, params = study
     runs = collect_runs(results, [f"fusion/{f}" for f in params["fusions"]], [0, 1, 2])
     scorers = run_scorers(results, runs, validation_annotations(runs))
     exps = list(dict.fromkeys(runs["experiment"]))
-    pairs = [(e, "fusion/none") for e in exps if e != "fusion/none"]
-    deltas = paired_bootstrap(scorers, pairs, [0, 1, 2], replicates=300)
+    families = {"table3": [(e, "fusion/none") for e in exps if e != "fusion/none"]}
+    deltas = paired_differences(scorers, families, [0, 1, 2], replicates=300)
     good = deltas[(deltas["experiment"] == "fusion/good") & (deltas["metric"] == "AP")].iloc[0]
     same = deltas[(deltas["experiment"] == "fusion/same") & (deltas["metric"] == "AP")].iloc[0]
-    assert good["delta"] > 0.1 and good["lo"] > 0 and not good["within_noise"]
-    assert same["delta"] == 0 and same["lo"] == same["hi"] == 0 and same["within_noise"]
+    assert good["delta"] > 0.1 and good["positive"] == 3 and good["boot_lo"] > 0
+    assert same["delta"] == 0 and same["boot_lo"] == same["boot_hi"] == 0 and same["within_noise"]
     # the point estimate is the mean over seeds of the full-data differences
-    expected = np.mean(
-        [
-            scorers[("fusion/good", s)].full()["AP"] - scorers[("fusion/none", s)].full()["AP"]
-            for s in (0, 1, 2)
-        ]
-    )
-    assert good["delta"] == pytest.approx(expected)
-    assert good["lo"] <= good["delta"] <= good["hi"]
-    again = paired_bootstrap(scorers, pairs, [0, 1, 2], replicates=300)
+    per_seed = [
+        scorers[("fusion/good", s)].full()["AP"] - scorers[("fusion/none", s)].full()["AP"]
+        for s in (0, 1, 2)
+    ]
+    assert good["delta"] == pytest.approx(np.mean(per_seed))
+    assert good["per_seed"] == pytest.approx(per_seed)
+    # the seed interval is a t interval on those three differences at Holm's level
+    assert good["lo"] <= good["delta"] <= good["hi"] and good["level"] in (0.025, 0.05)
+    assert good["within_noise"] == (good["lo"] <= 0 <= good["hi"])
+    again = paired_differences(scorers, families, [0, 1, 2], replicates=300)
     pd.testing.assert_frame_equal(deltas, again)  # seeded
 
 
@@ -98,15 +99,15 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     assert card.loc["C1", "verdict"].startswith("not tested on this profile")
     assert card.loc["C5", "verdict"].startswith("not tested on this profile")  # no analysis
     md = (results / "tables" / "fusion.md").read_text()
-    assert "profile `test`" in md and "3 seed(s) per strategy" in md and "bootstrap" in md
+    assert "profile `test`" in md and "3 seed(s) per strategy" in md and "Holm" in md
     assert PAPER_TABLE3["asff"] not in md and PAPER_TABLE3["none"] in md
     lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
     assert "reference" in lines["none"] and "within noise" in lines["same"]
-    assert "within noise" not in lines["good"].split("|")[7]  # ΔAP column of a real gain
+    assert "3/3" in lines["good"] and "0/3" in lines["same"]  # the sign count
     assert " ± " in lines["good"]  # mean ± std over seeds
     csv = pd.read_csv(results / "tables" / "fusion.csv")
     assert list(csv["strategy"]) == ["none", "good", "same"]
-    assert csv.loc[1, "dAP_lo"] > 0 and bool(csv.loc[2, "dAP_within_noise"])
+    assert csv.loc[1, "dAP_boot_lo"] > 0 and bool(csv.loc[2, "dAP_within_noise"])
     assert csv.loc[0, "params"] == 2_500_000 and csv.loc[0, "flops"] == 1.2e9
     assert list(csv["ms"]) == [10.0, 11.0, 12.0]  # bench.csv at the eval size, fp32 eager
 
@@ -143,13 +144,14 @@ def test_pairwise_table_compares_one_strategy_with_every_other(study) -> None:
         p.name for p in paths
     }
     md = (results / "tables" / "fusion_vs_good.md").read_text()
-    assert "**good against every other strategy**" in md and "bootstrap" in md
+    assert "**good against every other strategy**" in md and "Holm" in md
     pairs = pd.read_csv(results / "tables" / "fusion_vs_good.csv")
     assert list(pairs["comparison"]) == ["good − none", "good − same"]
-    assert (pairs["dAP_lo"] > 0).all() and not pairs["dAP_within_noise"].any()
+    assert (pairs["dAP_boot_lo"] > 0).all() and (pairs["dAP_positive"] == 3).all()
     # good - none is Table 3's (good vs none) difference, same replicates: identical numbers
+    # (its seed interval may differ: each table is its own Holm family)
     t3 = pd.read_csv(results / "tables" / "fusion.csv").set_index("strategy")
-    for key in ("delta", "lo", "hi", "seed0", "seed1", "seed2"):
+    for key in ("delta", "boot_lo", "boot_hi", "seed0", "seed1", "seed2"):
         assert pairs.loc[0, f"dAP_{key}"] == pytest.approx(t3.loc["good", f"dAP_{key}"])
     # `same` has none's detections: good - same equals good - none per seed
     for seed in (0, 1, 2):
