@@ -59,3 +59,29 @@ def stage_files(driver: str) -> set[str]:
         if not m.startswith("study.stages") and m != "study.cli" and not is_plugin(m)
     }
     return {module_file(m) for m in keep}
+
+
+def listed_files(files: set[str]) -> list[str]:
+    """``files`` as dvc.yaml lists them: a folder of ``study`` whose every module is in
+    ``files`` is named once (``study/engine``), other files one by one; sorted."""
+    out, covered = [], set()
+    folders = sorted({str(Path(f).parent) for f in files}, key=lambda p: p.count("/"))
+    for folder in folders:
+        if folder == PACKAGE or any(folder.startswith(c + "/") for c in covered):
+            continue
+        inside = {p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*.py")}
+        inside = {f for f in inside if "__pycache__" not in f}
+        if inside <= files and not folder.startswith(PLUGINS.replace(".", "/")):
+            covered.add(folder)
+            out.append(folder)
+    out += [f for f in files if not any(f.startswith(c + "/") for c in covered)]
+    return sorted(out)
+
+
+if __name__ == "__main__":  # print each driver's dependency list, as dvc.yaml should hold it
+    import sys
+
+    for driver in sys.argv[1:]:
+        print(f"{driver}:")
+        for path in listed_files(stage_files(f"study.stages.{driver}")):
+            print(f"      - {path}")
