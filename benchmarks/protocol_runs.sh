@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The learning-curve runs behind the default profile's protocol (docs/default-profile.md):
+# seed 0 of fusion/none and fusion/asff from the shared pretrained backbone, under
+#   - the backbone learning rate: full (1.0), lower (0.1) and frozen (0),
+#   - the LR step (x0.1) at 3.4 or at 2.5 of the 4 epochs (is the run flat in its last quarter?),
+#   - three anchor sets: yolov3, synthetic-ratios, synthetic-fit (study/anchors.py),
+# each named explore/<fusion>-<variant> (models/, results/ of the current folder), then a table of
+# every run's learning curve (AP x 100 on the curve's validation subset) and its final AP.
+# Needs the pretrained backbone first (`dvc repro pretrain` or `study pretrain`).
+# Usage: bash benchmarks/protocol_runs.sh [VARIANT ...]   (default: every variant below)
+set -euo pipefail
+declare -A SETTINGS=(
+  [blr1.0]="--set train.backbone_lr=1.0 --set train.lr_schedule.steps=[3.4]"
+  [blr0.1]="--set train.backbone_lr=0.1 --set train.lr_schedule.steps=[3.4]"
+  [blr0]="--set train.backbone_lr=0 --set train.lr_schedule.steps=[3.4]"
+  [step25]="--set train.backbone_lr=1.0 --set train.lr_schedule.steps=[2.5]"
+  [synthetic-ratios]="--set model.anchors=synthetic-ratios --set train.lr_schedule.steps=[2.5]"
+  [synthetic-fit]="--set model.anchors=synthetic-fit --set train.lr_schedule.steps=[2.5]"
+)
+variants=("$@")
+[[ ${#variants[@]} -gt 0 ]] || variants=(blr1.0 blr0.1 blr0 step25 synthetic-ratios synthetic-fit)
+for v in "${variants[@]}"; do
+  for f in none asff; do
+    # shellcheck disable=SC2086
+    study train "fusion/$f" --seed 0 --set "name=explore/$f-$v" ${SETTINGS[$v]}
+    # shellcheck disable=SC2086
+    study evaluate "fusion/$f" --seed 0 --set "name=explore/$f-$v" ${SETTINGS[$v]} | tail -1
+  done
+done
+python3 - <<'PY'
+import json
+from pathlib import Path
+for run in sorted(Path("results/explore").glob("*/seed0")):
+    curve = json.loads((run / "curve.json").read_text())
+    points = " ".join(f"{p['iteration']}:{100 * p['AP']:.1f}" for p in curve)
+    m = json.loads((run / "metrics.json").read_text())
+    print(f"{run.parent.name:28s} {points} | val AP {100 * m['AP']:.1f} AP50 {100 * m['AP50']:.1f}"
+          f" APs {100 * m['APs']:.1f} APm {100 * m['APm']:.1f} APl {100 * m['APl']:.1f}")
+PY
