@@ -84,7 +84,10 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
         f"{RESULTS}/{run}/detections.json.gz",
         f"{RESULTS}/{run}/metrics.json",
         f"{RESULTS}/{run}/test_sizes",
+        f"{RESULTS}/{run}/curve.json",
     ]
+    # the learning curve scores the training snapshots
+    assert f"{MODELS}/{group}/${{item.{key}}}/snapshots/seed${{item.seed}}" in evaluate["deps"]
     # the detections behind every metric travel with the repository (git), not the DVC cache:
     # a fresh clone can re-score them (`study verify`)
     assert all(next(iter(o.values()))["cache"] is False for o in evaluate["outs"])

@@ -104,7 +104,7 @@ def build_optimizer(model: nn.Module, tc: dict[str, Any]) -> torch.optim.Optimiz
     rate from its ``lr_scale``); 0 leaves the backbone out (frozen).
     """
     name = tc["optimizer"]
-    scale = float(tc["backbone_lr"])
+    scale = float(tc.get("backbone_lr", 1.0))
     backbone = {id(p) for p in model.backbone.parameters()} if scale != 1.0 else set()
     groups = []
     for lr_scale, params in (
