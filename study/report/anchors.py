@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pycocotools.coco import COCO
 
 from study.anchors import ANCHOR_MASKS, STRIDES, resolve_anchors, wh_iou
 from study.data import load_coco
 
 
-def box_sizes(ann_file: Path, img_size: int) -> np.ndarray:
-    """(N, 2) width and height of every non-crowd box, in input pixels after the square resize
-    of each image to ``img_size``."""
-    coco = load_coco(ann_file)
+def box_sizes(coco: COCO, img_size: int) -> np.ndarray:
+    """(N, 2) width and height of every non-crowd box of ``coco``, in input pixels after the
+    square resize of each image to ``img_size``."""
     out = []
     for ann in coco.dataset.get("annotations", []):
         if ann.get("iscrowd", 0):
@@ -52,6 +52,7 @@ def anchor_usage(
     return pd.DataFrame(rows)
 
 
-def usage_report_data(train_ann: Path, val_ann: Path, img_size: int) -> dict[str, np.ndarray]:
-    """The box sizes of the training and validation annotations at the training size."""
-    return {"train": box_sizes(train_ann, img_size), "val": box_sizes(val_ann, img_size)}
+def usage_report_data(train_ann: Path, val: COCO, img_size: int) -> dict[str, np.ndarray]:
+    """The box sizes of the training annotations (read here) and of the validation ones (read
+    already, by the report) at the training size."""
+    return {"train": box_sizes(load_coco(train_ann), img_size), "val": box_sizes(val, img_size)}

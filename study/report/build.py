@@ -264,10 +264,10 @@ def fusion_report(
 
 
 def anchors_report(
-    results_dir: Path, reference: str, seed: int, val_ann: Path, out_dir: Path
+    results_dir: Path, reference: str, seed: int, val: COCO, out_dir: Path
 ) -> list[Path]:
     """anchor_usage.md: the boxes each anchor of the reference run's set is assigned, train and
-    val (``val_ann``), at its training size (from the run's train_summary.json config)."""
+    val (``val``: the annotations Table 3 was scored on), at its training size (from the run's train_summary.json config)."""
     summary = run_dir(results_dir, reference, seed) / "train_summary.json"
     if not summary.is_file():
         return []
@@ -276,7 +276,7 @@ def anchors_report(
         anchors, size = cfg["model"]["anchors"], int(cfg["train"]["img_size"])
         data = cfg["data"]
         train_ann = Path(data["root"]) / "annotations" / f"instances_{data['train_split']}.json"
-        sizes = usage_report_data(train_ann, val_ann, size)
+        sizes = usage_report_data(train_ann, val, size)
     except (KeyError, TypeError, OSError, StudyError) as exc:
         log.warning("anchor usage skipped: %s: %s", summary, exc)
         return []
@@ -592,8 +592,8 @@ def build_report(
         paths += p
         p, budget = curves_report(fusion, out, figures, _profile(fusion.runs))
         paths += p
-        val_ann = Path(fusion.runs["ann_file"].dropna().iloc[0])
-        paths += anchors_report(results_dir, "fusion/none", _seeds(params)[0], val_ann, out)
+        seed = _seeds(params)[0]
+        paths += anchors_report(results_dir, "fusion/none", seed, fusion.annotations, out)
     p, table1_runs = table1_report(params, results_dir, out, bench)
     paths += p
     frames = [table1_runs] if fusion is None else [fusion.runs, table1_runs]
