@@ -267,7 +267,8 @@ def anchors_report(
     results_dir: Path, reference: str, seed: int, val: COCO, out_dir: Path
 ) -> list[Path]:
     """anchor_usage.md: the boxes each anchor of the reference run's set is assigned, train and
-    val (``val``: the annotations Table 3 was scored on), at its training size (from the run's train_summary.json config)."""
+    val (``val``: the annotations Table 3 was scored on), at its training size (from the run's
+    train_summary.json config)."""
     summary = run_dir(results_dir, reference, seed) / "train_summary.json"
     if not summary.is_file():
         return []
