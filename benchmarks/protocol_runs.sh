@@ -3,22 +3,29 @@
 # seed 0 of fusion/none and fusion/asff from the shared pretrained backbone, under
 #   - the backbone learning rate: full (1.0), lower (0.1) and frozen (0),
 #   - the LR step (x0.1) at 3.4 or at 2.5 of the 4 epochs (is the run flat in its last quarter?),
+#   - two steps: [2.0, 2.75] of 4 epochs (tail), [3.25, 3.75] and [3.0, 3.4] of 5 (tail5, s5:
+#     the default profile's schedule),
 #   - three anchor sets: yolov3, synthetic-ratios, synthetic-fit (study/anchors.py),
 # each named explore/<fusion>-<variant> (models/, results/ of the current folder), then a table of
 # every run's learning curve (AP x 100 on the curve's validation subset) and its final AP.
 # Needs the pretrained backbone first (`dvc repro pretrain` or `study pretrain`).
 # Usage: bash benchmarks/protocol_runs.sh [VARIANT ...]   (default: every variant below)
 set -euo pipefail
+# the runs before the two-step schedule: 4 epochs, mixup off for the last one
+OLD4="--set train.epochs=4 --set train.mixup.off_last_epochs=1"
 declare -A SETTINGS=(
-  [blr1.0]="--set train.backbone_lr=1.0 --set train.lr_schedule.steps=[3.4]"
-  [blr0.1]="--set train.backbone_lr=0.1 --set train.lr_schedule.steps=[3.4]"
-  [blr0]="--set train.backbone_lr=0 --set train.lr_schedule.steps=[3.4]"
-  [step25]="--set train.backbone_lr=1.0 --set train.lr_schedule.steps=[2.5]"
-  [synthetic-ratios]="--set model.anchors=synthetic-ratios --set train.lr_schedule.steps=[2.5]"
-  [synthetic-fit]="--set model.anchors=synthetic-fit --set train.lr_schedule.steps=[2.5]"
+  [blr1.0]="$OLD4 --set train.backbone_lr=1.0 --set train.lr_schedule.steps=[3.4]"
+  [blr0.1]="$OLD4 --set train.backbone_lr=0.1 --set train.lr_schedule.steps=[3.4]"
+  [blr0]="$OLD4 --set train.backbone_lr=0 --set train.lr_schedule.steps=[3.4]"
+  [step25]="$OLD4 --set train.backbone_lr=1.0 --set train.lr_schedule.steps=[2.5]"
+  [synthetic-ratios]="$OLD4 --set model.anchors=synthetic-ratios --set train.lr_schedule.steps=[2.5]"
+  [synthetic-fit]="$OLD4 --set model.anchors=synthetic-fit --set train.lr_schedule.steps=[2.5]"
+  [tail]="$OLD4 --set train.lr_schedule.steps=[2.0,2.75] --set train.mixup.off_last_epochs=2 --set train.dropblock.schedule={1:[1,3,3],2:[3,3,3]}"
+  [tail5]="--set train.lr_schedule.steps=[3.25,3.75]"
+  [s5]=""
 )
 variants=("$@")
-[[ ${#variants[@]} -gt 0 ]] || variants=(blr1.0 blr0.1 blr0 step25 synthetic-ratios synthetic-fit)
+[[ ${#variants[@]} -gt 0 ]] || variants=(blr1.0 blr0.1 blr0 step25 synthetic-ratios synthetic-fit tail tail5 s5)
 for v in "${variants[@]}"; do
   for f in none asff; do
     # shellcheck disable=SC2086

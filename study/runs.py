@@ -18,6 +18,7 @@ A run is one (experiment, seed); the experiment is named by its path below ``exp
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,22 @@ CONFIGS, RUNS, MODELS, RESULTS = Path("configs"), Path("runs"), Path("models"), 
 CURVE = (
     "curve.json"  # results/<experiment>/seed<k>/: the run's learning curve (study/eval/curve.py)
 )
+
+_SNAPSHOT = re.compile(r"at(\d\.\d{4})\.pt")
+
+
+def snapshot_name(fraction: float) -> str:
+    """A training snapshot's file name: ``at<fraction>.pt`` (``at0.7500.pt``: 75 % of the
+    run's iterations; ``at0.0000.pt``: the initial weights)."""
+    return f"at{fraction:.4f}.pt"
+
+
+def snapshot_files(folder: Path) -> list[tuple[float, Path]]:
+    """(fraction of the run, file) of every snapshot in ``folder``, in training order."""
+    if not folder.is_dir():
+        return []
+    found = [(float(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.fullmatch(p.name))]
+    return sorted(found)
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def test_rerunning_a_finished_training_leaves_every_file_byte_identical(
     """The same `study train` again says the run is complete and how to retrain; snapshots,
     live/, the summary and the weights stay as they were."""
     before = tree_digest(RUN, MODEL, Path("models/fusion/none/snapshots/seed0"))
-    assert before and any("epoch0.pt" in k for k in before)
+    assert before and any("at0.0000.pt" in k for k in before)
     assert main(["train", "fusion/none"]) == 0
     out = capsys.readouterr().out
     assert "already trained with this config" in out and "--force" in out
@@ -282,12 +282,12 @@ def test_a_failed_runs_staging_is_never_swapped_into_a_later_run(
     stale_snapshots = Path("models/fusion/none/snapshots/.seed0.new")
     for folder in (stale_live, stale_snapshots):
         folder.mkdir(parents=True)
-        (folder / "epoch9.pt").write_text("from a failed run")
+        (folder / "at0.9000.pt").write_text("from a failed run")
     assert main(["train", "fusion/none", "--force"]) == 0
     assert not stale_live.exists() and not stale_snapshots.exists()
     snapshots = Path("models/fusion/none/snapshots/seed0")
-    assert sorted(p.name for p in snapshots.iterdir()) == ["epoch0.pt"]
-    assert not (RUN / "live" / "epoch9.pt").exists()
+    assert sorted(p.name for p in snapshots.iterdir()) == ["at0.0000.pt", "at0.5000.pt"]
+    assert not (RUN / "live" / "at0.9000.pt").exists()
 
 
 def test_the_weights_and_summary_record_the_hash_of_the_tracked_training_config(

@@ -40,9 +40,9 @@ from study.analysis.gradients import (
 from study.data import IMAGENET_MEAN, IMAGENET_STD, collate, eval_dataset
 from study.engine.loss import build_criterion
 from study.errors import ConfigError, StudyError
-from study.eval.curve import snapshot_files
 from study.models.weights import check_classes, load_weights
 from study.provenance import provenance
+from study.runs import snapshot_files
 from study.utils import atomic_path, write_json
 
 if TYPE_CHECKING:
@@ -97,16 +97,15 @@ def check_settings(settings: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def checkpoints(
-    paths: RunPaths, epochs: int, fractions: list[float] | None = None
+    paths: RunPaths, fractions: list[float] | None = None
 ) -> list[tuple[str, float, Path]]:
     """(label, fraction of the run, weights file): the snapshots at ``fractions`` (all when
-    None) by epoch, then the final weights."""
+    None) in training order, labelled ``init`` or by their share of the run (``50%``), then
+    the final weights."""
     out = []
-    for p in snapshot_files(paths.snapshots):
-        epoch = int(p.stem.removeprefix("epoch"))
-        fraction = epoch / max(1, epochs)
-        if fractions is None or any(abs(fraction - f) < 1e-9 for f in fractions):
-            out.append(("init" if epoch == 0 else f"epoch{epoch}", fraction, p))
+    for fraction, p in snapshot_files(paths.snapshots):
+        if fractions is None or any(abs(fraction - f) < 1e-4 for f in fractions):
+            out.append(("init" if fraction == 0 else f"{100 * fraction:g}%", fraction, p))
     if not paths.model.is_file():
         raise StudyError(f"{paths.model}: weights file not found (train the experiment first)")
     out.append(("final", 1.0, paths.model))
@@ -327,7 +326,7 @@ def analyze_run(
 ) -> list[Path]:
     """Analyse one (experiment, seed) run; returns the files written."""
     settings = check_settings(settings, source)
-    ckpts = checkpoints(paths, int(cfg["train"]["epochs"]), settings["fractions"])
+    ckpts = checkpoints(paths, settings["fractions"])
     dataset = eval_dataset(cfg)
     n_images = len(dataset) if settings["images"] is None else min(settings["images"], len(dataset))
     subset = Subset(dataset, range(n_images))

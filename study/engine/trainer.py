@@ -32,6 +32,7 @@ from study.models.pretrained import load_backbone
 from study.models.weights import save_weights
 from study.models.zoo import build_model_from_config
 from study.resolved import config_hash, training_config
+from study.runs import snapshot_name
 from study.utils import device_description, pick_device, seed_everything, torch_save
 
 log = logging.getLogger(__name__)
@@ -226,27 +227,38 @@ class Trainer:
         torch_save(state, self.ckpt_path)
         self.checkpoint_epoch = epoch
 
-    def snapshot_epochs(self) -> dict[int, float]:
-        """``train.snapshots`` (fractions of the run) -> {epochs completed: fraction}.
+    def snapshot_iterations(self, iters_per_epoch: int) -> dict[int, float]:
+        """``train.snapshots`` (fractions of the run) -> {optimizer steps done: fraction}.
 
+        Each snapshot is taken at the step nearest its fraction of the run's iterations, inside
+        an epoch if need be (so that 0.75 of a 5-epoch run is 75 %, not the end of epoch 4);
         0 is the initial weights (before the first step); the run's end is its model file.
         """
-        epochs, out = int(self.tc["epochs"]), {}
+        total, out = int(self.tc["epochs"]) * iters_per_epoch, {}
         for frac in self.tc["snapshots"] or []:
             if not isinstance(frac, (int, float)) or not 0.0 <= float(frac) < 1.0:
                 raise StudyError(
                     f"train.snapshots: {frac!r} is not a fraction of the run in [0, 1)"
                 )
-            out[round(float(frac) * epochs)] = float(frac)
+            out[round(float(frac) * total)] = float(frac)
         return out
 
-    def save_snapshot(self, epochs_done: int) -> None:
-        """The delivered weights after ``epochs_done`` epochs, for the analysis stage."""
+    def save_snapshot(self, fraction: float, epoch: int, iters_per_epoch: int) -> None:
+        """The delivered weights after ``self.global_iter`` steps (``fraction`` of the run),
+        as ``at<fraction>.pt`` (:func:`study.runs.snapshot_name`), for the learning curve
+        and the analysis stage."""
         if self.snapshot_dir is None or not self.dist.is_main:
             return
+        done = self.global_iter - epoch * iters_per_epoch  # steps into the current epoch
         self.save_weights(
-            self.snapshot_dir / f"epoch{epochs_done}.pt",
-            {"snapshot": {"epoch": epochs_done, "iteration": self.global_iter}},
+            self.snapshot_dir / snapshot_name(fraction),
+            {
+                "snapshot": {
+                    "epoch": epoch + done / iters_per_epoch,
+                    "iteration": self.global_iter,
+                    "fraction": fraction,
+                }
+            },
         )
 
     def save_weights(self, path: Path, extra: dict[str, Any] | None = None) -> None:
@@ -382,9 +394,7 @@ class Trainer:
         epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
         last: dict[str, float] = {}
         history: list[dict[str, Any]] = []
-        snapshots = self.snapshot_epochs()
-        if self.start_epoch == 0 and 0 in snapshots:
-            self.save_snapshot(0)
+        snapshots: dict[int, float] | None = None
         for epoch in range(self.start_epoch, epochs):
             seed_everything(self.tc["seed"] * 7919 + epoch + 1000 * self.dist.rank)
             self.apply_epoch_schedules(epoch)
@@ -398,6 +408,10 @@ class Trainer:
                     f"{self.dataset.ann_file}: {len(self.train_set)} training images, "
                     f"fewer than one batch of {self.per_rank_batch} per process"
                 )
+            if snapshots is None:  # every epoch has the same number of steps
+                snapshots = self.snapshot_iterations(iters)
+                if self.global_iter == 0 and 0 in snapshots:
+                    self.save_snapshot(snapshots[0], epoch, iters)
             bar = tqdm(
                 loader,
                 desc=f"{self.cfg['name']} {epoch + 1}/{epochs}",
@@ -408,6 +422,8 @@ class Trainer:
             t_epoch, n_epoch = time.time(), 0
             for it, (images, targets) in enumerate(bar):
                 last = self.step(images, targets, epoch, it, iters)
+                if self.global_iter in snapshots:
+                    self.save_snapshot(snapshots[self.global_iter], epoch, iters)
                 n_epoch += images.shape[0] * self.dist.world_size
                 ips = n_epoch / max(1e-9, time.time() - t_epoch)
                 bar.set_postfix(
@@ -429,8 +445,6 @@ class Trainer:
             }
             history.append(record)
             finished = it + 1 == iters
-            if finished and epoch + 1 in snapshots:
-                self.save_snapshot(epoch + 1)
             if finished and ((epoch + 1) % self.tc["checkpoint_every"] == 0 or epoch + 1 == epochs):
                 self.save_checkpoint(epoch)
             if self.max_iters is not None and self.global_iter >= self.max_iters:

@@ -3,14 +3,14 @@ the final weights, all on one fixed validation subset (the first ``eval.curve_im
 so that the points compare with each other. ``study evaluate`` writes it as ``curve.json``
 beside ``metrics.json``; the report reads it for the convergence rule and the budget curve.
 
-A point: ``epoch`` (epochs completed), ``iteration`` (optimizer steps), ``fraction`` (of the
-run's epochs), the AP columns (fractions) and the ``weights`` file it scored.
+A point: ``epoch`` (epochs completed, fractional inside an epoch), ``iteration`` (optimizer
+steps), ``fraction`` (of the run's iterations), the AP columns (fractions) and the ``weights``
+file it scored.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,6 @@ from study.eval.coco_eval import evaluate
 from study.models.weights import load_weights
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-_SNAPSHOT = re.compile(r"epoch(\d+)\.pt")
-
-
-def snapshot_files(folder: Path) -> list[Path]:
-    """``epoch<e>.pt`` files of a snapshot folder, by epoch."""
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _SNAPSHOT.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
 
 
 def curve_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -46,14 +37,15 @@ def curve_config(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _position(blob: Mapping[str, Any], path: Path) -> dict[str, Any]:
-    epochs = int(blob["config"]["train"]["epochs"])
-    if "snapshot" in blob:
-        epoch, iteration = int(blob["snapshot"]["epoch"]), int(blob["snapshot"]["iteration"])
-    elif "iterations" in blob:
-        epoch, iteration = epochs, int(blob["iterations"])
+    snap = blob.get("snapshot")
+    if snap is not None and "fraction" in snap:
+        epoch, iteration, fraction = float(snap["epoch"]), int(snap["iteration"]), snap["fraction"]
+    elif snap is None and "iterations" in blob:
+        epoch, iteration = float(blob["config"]["train"]["epochs"]), int(blob["iterations"])
+        fraction = 1.0
     else:
         raise StudyError(f"{path}: records no training position (retrain to get a curve)")
-    return {"epoch": epoch, "iteration": iteration, "fraction": epoch / epochs}
+    return {"epoch": epoch, "iteration": iteration, "fraction": float(fraction)}
 
 
 def learning_curve(

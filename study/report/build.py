@@ -250,7 +250,7 @@ def fusion_report(
     )
     names = dict(zip(experiments, fusions, strict=True))
     curves = read_curves(results_dir, experiments, seeds)
-    converged = convergence(curves)
+    converged = convergence(curves, min_ap=_min_ap(params))
     shown, numeric = fusion_table(
         summary, deltas, reference, names, _min_ap(params), seeds, converged
     )

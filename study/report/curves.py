@@ -5,7 +5,8 @@ each training snapshot and at the end. From them:
 
 - **Convergence** (``RULE``): a strategy has converged when the mean over its seeds of the AP
   gained over the last quarter of its iterations (the end minus the curve at 75 % of the run,
-  linearly interpolated between points) is below ``converge_gain`` AP points (1.0). The tables
+  linearly interpolated between points) is below ``converge_gain`` AP points (1.0) and its mean
+  AP at the end is at least ``report.min_ap`` (a flat curve at zero is not a plateau). The tables
   mark rows that have not, and a fusion claim gets a verdict only where its reference converged.
 - **The budget curve**: the paired difference (by seed) between two strategies at every point
   of the curve, with its 95 % Student t interval over seeds (no multiplicity adjustment: it is
@@ -31,7 +32,8 @@ CONVERGE_GAIN = 1.0  # AP points over the last quarter of the run
 RULE = (
     "converged: the mean over seeds of the AP gained over the last quarter of the iterations "
     "(AP at the end minus AP at 75 % of the run, interpolated, on the curve's validation subset) "
-    f"is below {CONVERGE_GAIN:.1f} AP point"
+    f"is below {CONVERGE_GAIN:.1f} AP point, and its mean AP at the end is at least the report's "
+    "min_ap (a run that never learned has a flat curve too)"
 )
 
 
@@ -56,18 +58,25 @@ def ap_at(points: pd.DataFrame, fraction: float, metric: str = "AP") -> float:
     return 100 * float(np.interp(fraction, p["fraction"], p[metric].astype(float)))
 
 
-def convergence(curves: pd.DataFrame, gain: float = CONVERGE_GAIN) -> dict[str, dict[str, Any]]:
-    """experiment -> {gain (mean last-quarter AP gain, points), per_seed, converged, points}."""
+def convergence(
+    curves: pd.DataFrame, gain: float = CONVERGE_GAIN, min_ap: float = 0.0
+) -> dict[str, dict[str, Any]]:
+    """experiment -> {gain (mean last-quarter AP gain, points), per_seed, final (mean AP at the
+    end, points), learned (final >= ``min_ap``, a fraction), converged, points}."""
     out: dict[str, dict[str, Any]] = {}
     if curves.empty:
         return out
     for exp, runs in curves.groupby("experiment", sort=False):
         per_seed = [ap_at(points, 1.0) - ap_at(points, 0.75) for _, points in runs.groupby("seed")]
         mean = float(np.mean(per_seed))
+        final = float(np.mean([ap_at(points, 1.0) for _, points in runs.groupby("seed")]))
+        learned = final >= 100 * min_ap
         out[str(exp)] = {
             "gain": mean,
             "per_seed": per_seed,
-            "converged": bool(mean < gain),
+            "final": final,
+            "learned": bool(learned),
+            "converged": bool(mean < gain and learned),
             "points": int(runs.groupby("seed").size().min()),
         }
     return out

@@ -313,6 +313,11 @@ def _gate(row: dict[str, str], ev: Evidence) -> dict[str, str]:
     record = (ev.converged or {}).get("fusion/none")
     if record is None:
         reason = "no learning curve of the reference none: convergence unknown"
+    elif not record.get("learned", True):
+        reason = (
+            f"the reference none did not learn (AP {record['final']:.1f} at the end of its "
+            "curve): a flat curve at that level is no plateau"
+        )
     elif not record["converged"]:
         reason = (
             f"the reference none has not converged (it gained {record['gain']:+.1f} AP over "

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from study.data import eval_dataset
-from study.eval.curve import learning_curve, snapshot_files
+from study.eval.curve import learning_curve
 from study.eval.sizes import evaluate_run
 from study.models.weights import check_classes, load_weights
 from study.resolved import evaluation_config
-from study.runs import CURVE, run_paths
+from study.runs import CURVE, run_paths, snapshot_files
 from study.utils import pick_device, write_json
 
 
@@ -41,7 +41,7 @@ def evaluate(
     curve = []
     if weights is None and out_dir is None and split is None:
         curve = learning_curve(
-            [*snapshot_files(run_paths(cfg).snapshots), weights_path],
+            [*(p for _, p in snapshot_files(run_paths(cfg).snapshots)), weights_path],
             ecfg,
             eval_dataset,
             device,

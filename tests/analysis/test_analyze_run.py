@@ -86,7 +86,7 @@ def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
         "summary.json",
     }
     grads = pd.read_csv(paths.analysis / "gradients.csv")
-    assert list(dict.fromkeys(grads["checkpoint"])) == ["init", "epoch1", "final"]
+    assert list(dict.fromkeys(grads["checkpoint"])) == ["init", "50%", "final"]
     assert list(dict.fromkeys(grads["fraction"])) == [0.0, 0.5, 1.0]
     assert set(grads["mode"]) == {"full", "detached"}
     assert set(grads["bucket"]) == {"all", "small", "medium", "large"}
@@ -99,7 +99,7 @@ def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
     detached = located[located["mode"] == "detached"]["share_mean"].to_numpy()
     assert not np.allclose(full, detached)
     agree = pd.read_csv(paths.analysis / "agreement.csv")
-    assert set(agree["checkpoint"]) == {"init", "epoch1", "final"}
+    assert set(agree["checkpoint"]) == {"init", "50%", "final"}
     assert agree["rate"].between(0, 1).all() and (agree["objects"] > 0).all()
     with np.load(paths.analysis / "maps.npz") as maps:
         assert len(maps["indices"]) == 2
@@ -109,7 +109,7 @@ def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
         assert maps["activation1_level0"].shape == (3, 3)
     summary = json.loads((paths.analysis / "summary.json").read_text())
     assert summary["images"] == 6 and summary["fusion"] == "asff" and summary["has_weights"]
-    assert [c["label"] for c in summary["checkpoints"]] == ["init", "epoch1", "final"]
+    assert [c["label"] for c in summary["checkpoints"]] == ["init", "50%", "final"]
     assert "share" in summary["definitions"] and summary["meta"]["threads"] >= 1
 
 

@@ -133,11 +133,11 @@ def test_snapshots_keep_the_initial_and_mid_run_weights(data_root: Path, tmp_pat
     before = state_copy(trainer.model)
     summary = trainer.fit()
     assert summary["iterations"] == 4  # 8 images, batch 4, 2 epochs
-    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["epoch0.pt", "epoch1.pt"]
-    init = torch.load(tmp_path / "snap" / "epoch0.pt", map_location="cpu", weights_only=False)
-    mid = torch.load(tmp_path / "snap" / "epoch1.pt", map_location="cpu", weights_only=False)
-    assert init["snapshot"] == {"epoch": 0, "iteration": 0}
-    assert mid["snapshot"] == {"epoch": 1, "iteration": 2}
+    assert sorted(p.name for p in (tmp_path / "snap").iterdir()) == ["at0.0000.pt", "at0.5000.pt"]
+    init = torch.load(tmp_path / "snap" / "at0.0000.pt", map_location="cpu", weights_only=False)
+    mid = torch.load(tmp_path / "snap" / "at0.5000.pt", map_location="cpu", weights_only=False)
+    assert init["snapshot"] == {"epoch": 0.0, "iteration": 0, "fraction": 0.0}
+    assert mid["snapshot"] == {"epoch": 1.0, "iteration": 2, "fraction": 0.5}
     assert init["spec"] == trainer.model.spec
     assert init["class_names"] == trainer.dataset.class_names
     assert all(torch.equal(init["model"][k], v) for k, v in before.items())
@@ -147,6 +147,22 @@ def test_snapshots_keep_the_initial_and_mid_run_weights(data_root: Path, tmp_pat
     # Snapshots are weights the training stage delivers: a change of them is a change of the
     # tracked training config (configs/<run>/train.yaml), so DVC re-runs the training.
     assert config_hash(cfg) != config_hash(tiny_cfg(data_root, epochs=2, snapshots=[]))
+
+
+def test_snapshots_land_at_their_fraction_of_the_iterations_inside_an_epoch(
+    data_root: Path, tmp_path: Path
+) -> None:
+    # 2 epochs of 2 steps: 25 % and 75 % of the run are steps 1 and 3, half-way into an epoch
+    cfg = tiny_cfg(data_root, epochs=2, snapshots=[0.25, 0.75])
+    Trainer(cfg, run_dir=tmp_path / "run", snapshot_dir=tmp_path / "snap").fit()
+    blobs = {
+        p.name: torch.load(p, map_location="cpu", weights_only=False)["snapshot"]
+        for p in (tmp_path / "snap").iterdir()
+    }
+    assert blobs == {
+        "at0.2500.pt": {"epoch": 0.5, "iteration": 1, "fraction": 0.25},
+        "at0.7500.pt": {"epoch": 1.5, "iteration": 3, "fraction": 0.75},
+    }
 
 
 def test_a_pretrained_backbone_carries_over_alone_and_can_be_frozen(

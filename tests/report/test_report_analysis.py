@@ -25,7 +25,7 @@ from study.utils import write_json
 
 FUSIONS = ["none", "sum", "asff"]
 SEEDS = [0, 1, 2]
-CKPTS = (("init", 0.0), ("epoch2", 0.5), ("final", 1.0))
+CKPTS = (("init", 0.0), ("50%", 0.5), ("final", 1.0))
 
 
 def _gradient_rows(share: float) -> pd.DataFrame:
@@ -278,6 +278,10 @@ def test_fusion_claims_need_a_converged_reference() -> None:
     for claim in ("C2", "C3", "C5", "C6"):
         assert v[claim].startswith(NOT_TESTED) and "+4.2 AP" in v[claim]
     assert v["C4"] == REPLICATED  # a speed claim does not depend on convergence
+    ev.converged = {
+        "fusion/none": {"converged": False, "gain": 0.1, "learned": False, "final": 0.4}
+    }
+    assert "did not learn (AP 0.4" in _verdicts(ev)["C3"]
     ev.converged = None
     assert "convergence unknown" in _verdicts(ev)["C2"]
 

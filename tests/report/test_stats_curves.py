@@ -79,6 +79,12 @@ def test_convergence_rule_and_budget_curve(tmp_path: Path) -> None:
     assert end["delta"] == pytest.approx(100 * np.mean([0.065, 0.074, 0.083]))
     assert end["positive"] == 3 and end["lo"] > 0 and len(budget) == 5
     assert read_curves(tmp_path, ["fusion/sum"], [0]).empty
+    # a run that never learned is flat too: not a plateau once min_ap says it did not learn
+    for seed in (0, 1, 2):
+        _curve(tmp_path, "fusion/sum", seed, [0.0, 0.001, 0.002, 0.002, 0.003])
+    flat = convergence(read_curves(tmp_path, ["fusion/sum", "fusion/none"], [0, 1, 2]), min_ap=0.1)
+    assert flat["fusion/sum"]["gain"] < 1.0 and not flat["fusion/sum"]["learned"]
+    assert not flat["fusion/sum"]["converged"] and flat["fusion/none"]["converged"]
 
 
 def test_anchor_usage_counts_each_box_once_at_its_best_anchor() -> None:
