@@ -19,7 +19,10 @@ from study.models.head import HEADS
 TINY = {"width": 0.125, "depth": 0.34}
 PACKAGE = Path(__file__).resolve().parents[2] / "study" / "models" / "fusions"
 STRATEGIES = FUSIONS.names()
-WITH_WEIGHTS = {"asff", "scalar"}  # strategies that return per-level weight maps
+WITH_WEIGHTS = {"asff", "scalar", "afpn"}  # strategies that return per-level weight maps
+# strategies built from per-level LevelResize modules (ASFF's resizing); the others have their
+# own paths between levels (pan, bifpn, gd) or none (none, none_matched)
+RESIZING = ("sum", "concat", "scalar", "asff", "afpn")
 
 
 def _targets(n_images: int) -> list[dict]:
@@ -120,7 +123,7 @@ def test_scalar_weights_are_normalised_relu_scalars(level: int) -> None:
 
 
 def test_every_strategy_resizes_like_asff() -> None:
-    for fusion in set(STRATEGIES) - {"none"}:
+    for fusion in RESIZING:
         for level in range(3):
             assert isinstance(_levels(fusion, level), LevelResize)
 
@@ -146,7 +149,7 @@ def test_unknown_fusion_arguments_name_the_valid_ones() -> None:
 
 
 def test_unknown_fusion_is_a_key_error_listing_the_registered() -> None:
-    with pytest.raises(KeyError, match="unknown fusion 'nope'; registered: asff, concat"):
+    with pytest.raises(KeyError, match="unknown fusion 'nope'; registered: afpn, asff, bifpn"):
         build_model("yolov3-spp", fusion="nope", **TINY)
 
 
@@ -171,7 +174,7 @@ def test_detached_weights_change_only_the_gradient_through_the_weights(fusion: s
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     pairs = zip(grad_a, grad_b, strict=True)
     change = max(float((a - b).abs().max() / a.abs().max()) for a, b in pairs)
-    if fusion == "asff":  # the weights are a function of the features
+    if fusion in ("asff", "afpn"):  # the weights are a function of the features
         assert change > 1e-6
     else:
         assert change == 0.0, fusion
