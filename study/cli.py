@@ -165,12 +165,42 @@ def cmd_import_official(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from study.eval.bench import count_flops
     from study.models import available, build_model
+    from study.models.fusions import FUSIONS
 
     for name in available():
         n = sum(p.numel() for p in build_model(name, num_classes=args.num_classes).parameters())
         print(f"{name:20s} {n:>12,d} parameters at {args.num_classes} classes")
+    width, size = args.width, args.img_size
+    print(
+        f"\nfusion strategies (`model.fusion`) on yolov3-spp at width {width:g}, {size} px, "
+        f"{args.num_classes} classes: the fusion module, then the whole detector"
+    )
+    print(f"{'':20s} {'fusion params':>14s} {'GFLOPs':>8s} {'detector params':>16s} {'GFLOPs':>8s}")
+    for fusion in FUSIONS.names():
+        model = build_model(
+            "yolov3-spp", num_classes=args.num_classes, fusion=fusion, width=width
+        ).eval()
+        total = sum(p.numel() for p in model.parameters())
+        own = sum(p.numel() for p in model.fusion.parameters())
+        g_all = count_flops(model, size) / 1e9
+        g_fusion = _fusion_flops(model, size) / 1e9
+        print(f"{fusion:20s} {own:>14,d} {g_fusion:>8.3f} {total:>16,d} {g_all:>8.3f}")
     return 0
+
+
+def _fusion_flops(model: Any, size: int) -> int:
+    """FLOPs of the fusion module alone on the neck's outputs for one ``size`` image (the
+    unit of :func:`study.eval.bench.count_flops`)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode():
+        feats = model.features(torch.zeros(1, 3, size, size))
+        with FlopCounterMode(display=False) as counter:
+            model.fusion(feats)
+    return int(counter.get_total_flops())
 
 
 def _add_data(sub: Any) -> None:
@@ -347,6 +377,8 @@ def _add_import_official(sub: Any) -> None:
 def _add_models(sub: Any) -> None:
     p = sub.add_parser("models", help="list registered model variants and their sizes")
     p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--width", type=float, default=1.0, help="width of the fusion table's models")
+    p.add_argument("--img-size", type=int, default=416, help="input size of the FLOPs count")
     p.set_defaults(func=cmd_models)
 
 

@@ -164,14 +164,24 @@ def test_unknown_model_in_an_experiment(
 # ---------------------------------------------------------------------------------------------
 
 
-def test_models_lists_every_variant(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_models_lists_every_variant_and_fusion(capsys: pytest.CaptureFixture[str]) -> None:
+    from study.models.fusions import FUSIONS
+
+    assert main(["models", "--width", "0.125", "--img-size", "128"]) == 0
+    variants, fusions = capsys.readouterr().out.strip().split("\n\n")
+    lines = variants.splitlines()
     assert [line.split()[0] for line in lines] == available()
     for line in lines:
         name = line.split()[0]
         if name in FULL_PARAMS:
             assert f"{FULL_PARAMS[name]} parameters at 80 classes" in line
+    rows = {r.split()[0]: r.split()[1:] for r in fusions.splitlines()[2:]}
+    assert sorted(rows) == sorted(FUSIONS.names())
+    own = {name: int(cols[0].replace(",", "")) for name, cols in rows.items()}
+    detector = {name: int(cols[2].replace(",", "")) for name, cols in rows.items()}
+    # the detector differs between strategies by the fusion module alone
+    assert {detector[n] - own[n] for n in rows} == {detector["none"] - own["none"]}
+    assert own["none"] < own["sum"] < own["asff"] and float(rows["asff"][1]) > 0
 
 
 def test_data_writes_the_synthetic_dataset(
