@@ -82,6 +82,18 @@ PAPER_TABLE3: dict[str, str] = {
     "concat": "APs, APm higher, APl clearly lower (numbers not published)",
     "scalar": "not in the paper (BiFPN's fusion)",
 }
+# What each later design's own paper reports, on its own detector and schedule (issue 19): not
+# comparable with this study's numbers or with each other, shown so a reader knows the claim.
+LITERATURE: dict[str, str] = {
+    "asff": "YOLOX-PAI (EasyCV): 41.4 -> 42.8 AP; RetinaNet (mmdet, ASFF issue #78): 35.4 -> 35.1",
+    "afpn": "AFPN paper: Faster R-CNN 37.4 -> 39.0 AP; YOLOv5-n 28.0 -> 29.1",
+    "pan": "mmdetection, Faster R-CNN R50 1x: 37.5 vs FPN 37.4",
+    "bifpn": "EfficientDet Table 5: 44.39 (weighted) vs FPN+PANet 44.08, repeated FPN 42.29",
+    "scalar": "EfficientDet Table 5: BiFPN without weights 43.94, with 44.39",
+    "gd": "Gold-YOLO-N 39.9 vs YOLOv6-3.0-N 37.5 (other changes too)",
+    "none": "Independent Hierarchy Pyramid (ECCV 2024): no fusion as a design",
+    "none_matched": "not reported (this study's parameter-matched control)",
+}
 
 
 def pct(value: float) -> float:
@@ -159,6 +171,7 @@ def fusion_table(
                 "ms": _num(row["ms"]),
                 "seeds": str(int(row["seeds"])),
                 "paper (COCO, GA head, 608)": PAPER_TABLE3.get(strategy, MISSING),
+                "literature (their detector)": LITERATURE.get(strategy, MISSING),
                 "note": "" if learned else f"AP < {min_ap:.2f}: did not learn within the budget",
             }
         )
@@ -304,6 +317,7 @@ def to_markdown(table: pd.DataFrame, caption: str, notes: Sequence[str] = ()) ->
         "paper source",
         "note",
         "paper (COCO, GA head, 608)",
+        "literature (their detector)",
         "claim",
         "statement",
         "paper",
