@@ -67,9 +67,10 @@ def convergence(
     if curves.empty:
         return out
     for exp, runs in curves.groupby("experiment", sort=False):
-        per_seed = [ap_at(points, 1.0) - ap_at(points, 0.75) for _, points in runs.groupby("seed")]
+        ends = [(ap_at(points, 1.0), ap_at(points, 0.75)) for _, points in runs.groupby("seed")]
+        per_seed = [end - quarter for end, quarter in ends]
         mean = float(np.mean(per_seed))
-        final = float(np.mean([ap_at(points, 1.0) for _, points in runs.groupby("seed")]))
+        final = float(np.mean([end for end, _ in ends]))
         learned = final >= 100 * min_ap
         out[str(exp)] = {
             "gain": mean,
