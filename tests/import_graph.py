@@ -11,7 +11,9 @@ import grimp
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "study"
 # Imported by name at run time (pkgutil), not by an import statement: each fusion strategy
-# registers itself; a run executes its own strategy's module (dvc.yaml names it per run).
+# registers itself; a run executes its own strategy's module (dvc.yaml names it per run). What
+# the package itself imports by statement (resize.py, the shared building blocks) is no plugin:
+# every run executes it.
 PLUGINS = "study.models.fusions"
 
 
@@ -46,7 +48,11 @@ def module_file(module: str) -> str:
 
 
 def is_plugin(module: str) -> bool:
-    return module.startswith(PLUGINS + ".") and module.count(".") == PLUGINS.count(".") + 1
+    return (
+        module.startswith(PLUGINS + ".")
+        and module.count(".") == PLUGINS.count(".") + 1
+        and module not in graph().find_modules_directly_imported_by(PLUGINS)
+    )
 
 
 def stage_files(driver: str) -> set[str]:

@@ -80,6 +80,8 @@ def test_stage_dependencies_are_the_import_closure_of_its_driver(stage: str) -> 
         assert ALL_STRATEGIES not in deps
     elif ALL_STRATEGIES in deps or any(d.startswith(ALL_STRATEGIES) for d in deps):
         expected |= strategy_modules()  # several strategies (Table 1 rows, the bench)
+    names = [d if isinstance(d, str) else next(iter(d)) for d in deps]
+    assert len(names) == len(set(names)), f"{stage}: a dependency listed twice"
     listed = listed_code(stage)
     assert not listed - expected, f"{stage}: listed but never executed: {sorted(listed - expected)}"
     assert not expected - listed, f"{stage}: executed but not listed: {sorted(expected - listed)}"

@@ -243,18 +243,17 @@ class Trainer:
             out[round(float(frac) * total)] = float(frac)
         return out
 
-    def save_snapshot(self, fraction: float, epoch: int, iters_per_epoch: int) -> None:
+    def save_snapshot(self, fraction: float, iters_per_epoch: int) -> None:
         """The delivered weights after ``self.global_iter`` steps (``fraction`` of the run),
         as ``at<fraction>.pt`` (:func:`study.runs.snapshot_name`), for the learning curve
         and the analysis stage."""
         if self.snapshot_dir is None or not self.dist.is_main:
             return
-        done = self.global_iter - epoch * iters_per_epoch  # steps into the current epoch
         self.save_weights(
             self.snapshot_dir / snapshot_name(fraction),
             {
                 "snapshot": {
-                    "epoch": epoch + done / iters_per_epoch,
+                    "epoch": self.global_iter / iters_per_epoch,
                     "iteration": self.global_iter,
                     "fraction": fraction,
                 }
@@ -411,7 +410,7 @@ class Trainer:
             if snapshots is None:  # every epoch has the same number of steps
                 snapshots = self.snapshot_iterations(iters)
                 if self.global_iter == 0 and 0 in snapshots:
-                    self.save_snapshot(snapshots[0], epoch, iters)
+                    self.save_snapshot(snapshots[0], iters)
             bar = tqdm(
                 loader,
                 desc=f"{self.cfg['name']} {epoch + 1}/{epochs}",
@@ -423,7 +422,7 @@ class Trainer:
             for it, (images, targets) in enumerate(bar):
                 last = self.step(images, targets, epoch, it, iters)
                 if self.global_iter in snapshots:
-                    self.save_snapshot(snapshots[self.global_iter], epoch, iters)
+                    self.save_snapshot(snapshots[self.global_iter], iters)
                 n_epoch += images.shape[0] * self.dist.world_size
                 ips = n_epoch / max(1e-9, time.time() - t_epoch)
                 bar.set_postfix(

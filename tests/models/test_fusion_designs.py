@@ -166,8 +166,9 @@ def test_afpn_is_stage1_on_levels_1_2_then_weighted_sums_of_all_three() -> None:
 
 
 def test_afpn_detached_weights_cover_both_stages_as_study_analyze_sets_them() -> None:
-    """``weights_detached`` (what ``study analyze`` uses) reaches the stage-2 levels, and through
-    them stage 1: with it no weight branch of either stage gets a gradient; outputs unchanged."""
+    """``weights_detached`` (what ``study analyze`` uses) reaches both stages' modules (each a
+    ``LevelResize``): with it no weight branch of either stage gets a gradient; outputs
+    unchanged."""
     m = _design("afpn")
     assert isinstance(m, AFPN)
     weight_params = [p for n, p in m.named_parameters() if ".weights." in n]
@@ -188,7 +189,7 @@ def test_afpn_detached_weights_cover_both_stages_as_study_analyze_sets_them() ->
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert all(g is not None and float(g.abs().max()) > 0 for g in grads_a)
     assert all(g is None or float(g.abs().max()) == 0 for g in grads_b)
-    assert not m.detach_weights  # restored
+    assert not any(lvl.detach_weights for lvl in [*m.levels, *m.adjacent])  # restored
 
 
 def test_pan_is_the_bottom_up_path_with_plain_sums() -> None:

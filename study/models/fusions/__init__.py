@@ -17,6 +17,8 @@ the experiment file's ``model.fusion_args``, checked by name.
 
 Adding a strategy: this module + ``experiments/fusion/<name>.yaml`` (``model.fusion: <name>``)
 + its name in params.yaml ``fusions``; the registry-walking tests then build, run and train it.
+The building blocks the strategies share (``resize.py``: ``LevelResize``, ``PerLevelFusion``,
+``OwnLevel``, ``expand_conv``, ``widen_conv``) are re-exported here for a new strategy to use.
 """
 
 from __future__ import annotations
@@ -29,7 +31,26 @@ from typing import Any
 from torch import nn
 
 from study.errors import ConfigError
+from study.models.fusions.resize import (
+    LevelResize,
+    OwnLevel,
+    PerLevelFusion,
+    expand_conv,
+    widen_conv,
+)
 from study.registry import Registry
+
+__all__ = [
+    "FUSIONS",
+    "LevelResize",
+    "OwnLevel",
+    "PerLevelFusion",
+    "build_fusion",
+    "check_fusion_args",
+    "expand_conv",
+    "fusion_arguments",
+    "widen_conv",
+]
 
 FUSIONS: Registry = Registry("fusion")
 # Arguments every builder receives from the model spec; the rest are the strategy's own.

@@ -13,8 +13,9 @@ fused first, then the coarsest joins:
 Each step's weights are a softmax over a 1x1 conv of its inputs' compressed maps (conv+BN+
 LeakyReLU, ``compress_c`` channels), as ASFF's. ``return_weights`` gives stage 2's alpha, beta,
 gamma: the shares of level 0 and of the two stage-1 maps, which already mix levels 1 and 2.
-``detach_weights`` (set on the stage-2 levels, which ``study analyze`` reaches as
-``LevelResize``) cuts the gradient through the weights of both stages.
+Both stages' modules are ``LevelResize``s (stage 1 bringing only levels 1 and 2), so
+``detach_weights``, which ``study analyze`` sets on each, cuts the gradient through the weights
+of both stages.
 
 Simplifications: three levels where the paper has four (it starts from two backbone levels;
 here, as for ``asff``, the inputs are the YOLOv3 neck's top-down outputs); resizing as
@@ -53,27 +54,17 @@ def weighted_sum(maps: list[Tensor], w: Tensor) -> Tensor:
     return sum(m * w[:, i : i + 1] for i, m in enumerate(maps))
 
 
-class AdjacentFusion(nn.Module):
+class AdjacentFusion(LevelResize):
     """Stage 1 at ``level`` (1 or 2): levels 1 and 2 resized there, 2-way weights, 3x3 conv."""
 
     def __init__(self, level: int, in_channels: tuple[int, int, int], compress_c: int) -> None:
-        super().__init__()
-        self.level = level
-        ch, c1, c2 = in_channels[level], in_channels[1], in_channels[2]
-        if level == 1:
-            self.stride_level_2 = conv_bn_act(c2, ch, 3, 2)
-        elif c1 != ch:
-            self.compress_level_1 = conv_bn_act(c1, ch, 1)
-        self.weights = SpatialWeights(ch, 2, compress_c)
-        self.fuse = conv_bn_act(ch, ch, 3)
+        super().__init__(level, in_channels, sources=(1, 2))
+        self.weights = SpatialWeights(self.channels, 2, compress_c)
+        self.fuse = conv_bn_act(self.channels, self.channels, 3)
 
-    def forward(self, x1: Tensor, x2: Tensor, detach_weights: bool = False) -> Tensor:
-        if self.level == 1:
-            maps = [x1, self.stride_level_2(x2)]
-        else:
-            up = self.compress_level_1(x1) if hasattr(self, "compress_level_1") else x1
-            maps = [F.interpolate(up, scale_factor=2, mode="nearest"), x2]
-        return self.fuse(weighted_sum(maps, self.weights(maps, detach_weights)))
+    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
+        maps = [self.bring(1, x1), self.bring(2, x2)]
+        return self.fuse(weighted_sum(maps, self.weights(maps, self.detach_weights)))
 
 
 class AFPNLevel(LevelResize):
@@ -108,14 +99,9 @@ class AFPN(PerLevelFusion):
             AdjacentFusion(lvl, in_channels, compress_c) for lvl in (1, 2)
         )
 
-    @property
-    def detach_weights(self) -> bool:
-        """The stage-2 levels' flag (what ``study analyze`` sets), applied to stage 1 as well."""
-        return any(level.detach_weights for level in self.levels)
-
     def forward(self, feats: list[Tensor], return_weights: bool = False):  # noqa: ANN201
         x0, x1, x2 = feats
-        s1, s2 = (m(x1, x2, self.detach_weights) for m in self.adjacent)
+        s1, s2 = (m(x1, x2) for m in self.adjacent)
         return super().forward([x0, s1, s2], return_weights)
 
 

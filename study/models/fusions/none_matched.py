@@ -15,30 +15,25 @@ No information crosses levels: output l depends on input l alone.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from study.models.blocks import conv_bn_act
 from study.models.fusions import FUSIONS
+from study.models.fusions.resize import OwnLevel, widen_conv
 
 
 def own_level(in_ch: int, out_ch: int) -> nn.Sequential:
     """3x3 and 1x1 at the level's channels, then ``none``'s widening conv (if the widths differ)."""
-    widen = conv_bn_act(in_ch, out_ch, 3) if in_ch != out_ch else nn.Identity()
-    return nn.Sequential(conv_bn_act(in_ch, in_ch, 3), conv_bn_act(in_ch, in_ch, 1), widen)
+    return nn.Sequential(
+        conv_bn_act(in_ch, in_ch, 3), conv_bn_act(in_ch, in_ch, 1), widen_conv(in_ch, out_ch)
+    )
 
 
-class MatchedNoFusion(nn.Module):
+class MatchedNoFusion(OwnLevel):
     """One own-level conv stack per level; nothing crosses levels."""
 
     def __init__(self, in_channels: tuple[int, ...], out_channels: tuple[int, ...]) -> None:
-        super().__init__()
-        self.convs = nn.ModuleList(
-            own_level(i, o) for i, o in zip(in_channels, out_channels, strict=True)
-        )
-
-    def forward(self, feats: list[Tensor], return_weights: bool = False):  # noqa: ANN201
-        out = [conv(f) for conv, f in zip(self.convs, feats, strict=True)]
-        return (out, None) if return_weights else out
+        super().__init__(own_level(i, o) for i, o in zip(in_channels, out_channels, strict=True))
 
 
 @FUSIONS.register("none_matched")
