@@ -69,6 +69,17 @@ ARROW = np.array(
 )
 
 
+def random_box(
+    rng: np.random.Generator, w: float, h: float, size: int, inside: np.ndarray | None = None
+) -> np.ndarray:
+    """A ``w`` x ``h`` box (x1, y1, x2, y2) at a uniform position 1 px inside ``inside`` (a box)
+    or inside the image (``size`` square); draws x, then y."""
+    x0, y0, x1, y1 = (0, 0, size, size) if inside is None else inside
+    x = rng.uniform(x0 + 1, x1 - 1 - w)
+    y = rng.uniform(y0 + 1, y1 - 1 - h)
+    return np.array([x, y, x + w, y + h])
+
+
 def coverage(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Fraction of each box in ``others`` (n, 4 XYXY) covered by ``box``."""
     if not len(others):

@@ -25,6 +25,7 @@ from study.data.synthetic.common import (
     coverage,
     ellipse,
     object_record,
+    random_box,
     regular,
     star,
 )
@@ -207,11 +208,7 @@ def draw_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[di
                     if lb[2] - lb[0] - 2 < w or lb[3] - lb[1] - 2 < h:
                         nest = False
                         continue
-                    x = rng.uniform(lb[0] + 1, lb[2] - 1 - w)
-                    y = rng.uniform(lb[1] + 1, lb[3] - 1 - h)
-                else:
-                    x, y = rng.uniform(1, size - 1 - w), rng.uniform(1, size - 1 - h)
-                box = np.array([x, y, x + w, y + h])
+                box = random_box(rng, w, h, size, lb if nest else None)
                 cov = coverage(box, boxes)
                 worst = max(cov.max(initial=0), (covered + cov).max(initial=0) - 0.2)
                 if worst < best_cov:

@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from study.data.synthetic.common import CROSS, SQUARE, coverage, ellipse, object_record, regular
+from study.data.synthetic.common import (
+    CROSS,
+    SQUARE,
+    coverage,
+    ellipse,
+    object_record,
+    random_box,
+    regular,
+)
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
 # class -> unit polygons with a mask value (255 fills, 0 cuts a hole)
@@ -129,12 +137,7 @@ def _place(
     meaning both bounds hold."""
     best, best_cover = None, np.inf
     for _ in range(PLACEMENT_TRIES):
-        if inside is not None:
-            x = rng.uniform(inside[0] + 1, inside[2] - 1 - w)
-            y = rng.uniform(inside[1] + 1, inside[3] - 1 - h)
-        else:
-            x, y = rng.uniform(1, size - 1 - w), rng.uniform(1, size - 1 - h)
-        box = np.array([x, y, x + w, y + h])
+        box = random_box(rng, w, h, size, inside)
         cov = coverage(box, boxes)
         cover = max(
             float(cov.max(initial=0.0)) - MAX_COVER,
