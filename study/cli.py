@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import StudyError, user_message
+from study.utils import write_text
 
 log = logging.getLogger("study")
 
@@ -69,6 +70,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     text, ok = verify(Path(args.results), args.runs, args.workers)
     print(text)
     return 0 if ok else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from study.report.compare import compare_results, comparison_text
+
+    comparison = compare_results(args.a, args.b, args.reference)
+    text = comparison_text(comparison, args.a, args.b)
+    print(text)
+    if args.out:
+        write_text(Path(args.out), text + "\n")
+    return 0 if comparison.holds else 1
 
 
 def cmd_configure(args: argparse.Namespace) -> int:
@@ -315,6 +327,21 @@ def _add_analyze(sub: Any) -> None:
     p.set_defaults(func=cmd_analyze)
 
 
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="is a rerun (results folder B) consistent with the study (A)? Every fusion run "
+        "in both, paired by strategy and seed: exact or not, the rerun spread, and each "
+        "strategy's verdict against the reference in A and in B (exit 1 when one of A's "
+        "verdicts does not hold in B)",
+    )
+    p.add_argument("a", help="results folder of the study (e.g. results)")
+    p.add_argument("b", help="results folder of the rerun (e.g. ../fresh-clone/results)")
+    p.add_argument("--reference", default="none", help="strategy the verdicts compare with")
+    p.add_argument("--out", default=None, help="also write the tables to this Markdown file")
+    p.set_defaults(func=cmd_compare)
+
+
 def _add_notebooks(sub: Any) -> None:
     p = sub.add_parser(
         "notebooks", help="execute notebooks/*.ipynb on a results folder (ipynb + html)"
@@ -392,6 +419,7 @@ COMMANDS = (
     _add_analyze,
     _add_notebooks,
     _add_verify,
+    _add_compare,
     _add_report,
     _add_import_official,
     _add_models,
