@@ -194,12 +194,12 @@ def comparison_text(c: Comparison, a: str | Path, b: str | Path) -> str:
         [
             f"**Runs**, A = {a}, B = {b}: AP x 100; exact: metrics equal and detections "
             "byte-identical.",
-            runs.to_markdown(index=False),
+            runs.to_markdown(index=False, disable_numparse=True),
             "**Rerun spread** per strategy: mean over seeds of B - A.",
-            spread.to_markdown(index=False),
+            spread.to_markdown(index=False, disable_numparse=True),
             "**Verdicts**: difference to the reference with the Holm-adjusted seed interval, "
             "in A and in B.",
-            verdicts.to_markdown(index=False),
+            verdicts.to_markdown(index=False, disable_numparse=True),
             f"{exact} of {len(c.runs)} runs reproduced exactly; "
             + (
                 "every verdict of A holds in B."
