@@ -60,6 +60,17 @@ def _feats(width: float = 0.25, batch: int = 2, grid: int = 4) -> list[Tensor]:
     ]
 
 
+def _without_expand(name: str) -> tuple[nn.Module, list[Tensor], list[Tensor]]:
+    """The design with BN statistics set and its expand convs removed (outputs are the fused
+    maps themselves), the neck maps [P5, P4, P3] and its outputs on them."""
+    m = _design(name)
+    _bn_statistics(m)
+    m.expand = nn.ModuleList(nn.Identity() for _ in range(3))
+    feats = _feats()
+    with torch.no_grad():
+        return m, feats, m(feats)
+
+
 def _bn_statistics(module: nn.Module) -> None:
     """Non-trivial BatchNorm statistics, so that no path is an accidental identity."""
     gen = torch.Generator().manual_seed(2)
@@ -193,12 +204,8 @@ def test_afpn_detached_weights_cover_both_stages_as_study_analyze_sets_them() ->
 
 
 def test_pan_is_the_bottom_up_path_with_plain_sums() -> None:
-    m = _design("pan")
-    _bn_statistics(m)
-    m.expand = nn.ModuleList(nn.Identity() for _ in range(3))
-    p5, p4, p3 = _feats()
+    m, (p5, p4, p3), (n5, n4, n3) = _without_expand("pan")
     with torch.no_grad():
-        n5, n4, n3 = m([p5, p4, p3])
         up4, up5 = m.bottom_up[1], m.bottom_up[0]
         expected_n4 = up4.conv(up4.down(p3) + p4)
         expected_n5 = up5.conv(up5.down(expected_n4) + p5)
@@ -222,12 +229,8 @@ def test_bifpn_nodes_are_fast_normalised_fusions() -> None:
 
 
 def test_bifpn_runs_top_down_then_bottom_up() -> None:
-    m = _design("bifpn")
-    _bn_statistics(m)
-    m.expand = nn.ModuleList(nn.Identity() for _ in range(3))
-    p5, p4, p3 = _feats()
+    m, (p5, p4, p3), (out5, out4, out3) = _without_expand("bifpn")
     with torch.no_grad():
-        out5, out4, out3 = m([p5, p4, p3])
         td4 = m.p4_td(p4, m.up_5_to_4(p5))
         exp3 = m.p3_out(p3, m.up_4_to_3(td4))
         exp4 = m.p4_out(p4, td4, m.down_3_to_4(exp3))
