@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "import-official",
     "models",
     "verify",
+    "compare",
 )
 FULL_PARAMS = {
     "yolov3-original": "61,949,149",

@@ -111,14 +111,16 @@ def test_speed_stage_times_every_model_in_one_process() -> None:
 
 
 def test_fusion_runs_depend_on_their_own_strategy_module_only() -> None:
-    """A new or edited fusion module retrains only its own runs; the Table 1 rows use several
-    strategies and depend on all of them."""
+    """A new or edited fusion module retrains only its own runs (and the package's shared
+    blocks, resize.py, every run's); the Table 1 rows use several strategies and depend on all
+    of them."""
     for stage in ("train-fusion", "evaluate-fusion", "analyze-fusion"):
         deps = STAGES[stage]["deps"]
         assert "study/models/fusions/${item.fusion}.py" in deps
         assert "study/models" not in deps and "study/models/fusions" not in deps
         others = [d for d in deps if d.startswith("study/models/fusions/") and "${" not in d]
-        assert others == ["study/models/fusions/__init__.py"], others
+        shared = ["study/models/fusions/__init__.py", "study/models/fusions/resize.py"]
+        assert others == shared, others
     for stage in ("train-table1", "evaluate-table1"):
         assert "study/models/fusions" in STAGES[stage]["deps"]
     assert "experiments" not in STAGES["train-fusion"]["deps"]
