@@ -25,6 +25,7 @@ import pandas as pd
 from study.errors import StudyError
 from study.report.collect import detections_path, read_run
 from study.report.stats import seed_intervals, t_interval
+from study.report.tables import delta_cell, pct
 
 METRICS = ("AP", "APs", "APm", "APl")
 GROUP = "fusion"
@@ -101,16 +102,18 @@ def _verdict(row: pd.Series) -> str:
 
 def _verdicts_in(runs: pd.DataFrame, side: str, reference: str) -> pd.DataFrame:
     """Per strategy and metric: the difference to ``reference`` and its verdict in one folder."""
-    seeds = sorted(runs.loc[runs["strategy"] == reference, "seed"])
+    by_seed = {  # metric -> seed x strategy, on the reference's seeds
+        m: runs.pivot(index="seed", columns="strategy", values=f"{m} {side}").dropna(
+            subset=[reference]
+        )
+        for m in METRICS
+    }
     rows = []
     for strategy in runs["strategy"].unique():
         if strategy == reference:
             continue
         for m in METRICS:
-            col = f"{m} {side}"
-            ours = runs[runs["strategy"] == strategy].set_index("seed")[col]
-            ref = runs[runs["strategy"] == reference].set_index("seed")[col]
-            per_seed = [float(ours[s] - ref[s]) for s in seeds if s in ours.index]
+            per_seed = list((by_seed[m][strategy] - by_seed[m][reference]).dropna())
             delta = float(np.mean(per_seed)) if per_seed else np.nan
             rows.append(
                 {"family": "vs reference", "strategy": strategy, "metric": m}
@@ -138,18 +141,18 @@ def compare_results(a: str | Path, b: str | Path, reference: str = "none") -> Co
 
 
 def _points(x: float) -> str:
-    return "—" if not np.isfinite(x) else f"{100 * x:+.1f}"
+    return "—" if not np.isfinite(x) else f"{pct(x):+.1f}"
 
 
-def _interval(lo: float, hi: float) -> str:
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "—"
-    return f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+def _cell(delta: float, lo: float, hi: float) -> str:
+    """A difference with its interval, as Table 3 prints it (:func:`tables.delta_cell`)."""
+    beyond = np.isfinite(lo) and np.isfinite(hi) and (lo > 0 or hi < 0)
+    return delta_cell({"delta": delta, "lo": lo, "hi": hi, "within_noise": not beyond})
 
 
-def _verdict_cells(v: pd.DataFrame, side: str) -> list[str]:
-    cols = [v[f"Δ {side}"], v[f"lo {side}"], v[f"hi {side}"], v[f"verdict {side}"]]
-    return [f"{_points(d)} {_interval(lo, hi)} {w}" for d, lo, hi, w in zip(*cols, strict=True)]
+def _cells(table: pd.DataFrame, delta: str, lo: str, hi: str) -> list[str]:
+    cols = [table[delta], table[lo], table[hi]]
+    return [_cell(d, low, high) for d, low, high in zip(*cols, strict=True)]
 
 
 def comparison_text(c: Comparison, a: str | Path, b: str | Path) -> str:
@@ -171,11 +174,7 @@ def comparison_text(c: Comparison, a: str | Path, b: str | Path) -> str:
             "exact": [
                 f"{e} of {n}" for e, n in zip(c.spread["exact"], c.spread["seeds"], strict=True)
             ],
-            "ΔAP (B - A)": [_points(v) for v in c.spread["ΔAP"]],
-            "95 % t interval": [
-                _interval(lo, hi)
-                for lo, hi in zip(c.spread["ΔAP lo"], c.spread["ΔAP hi"], strict=True)
-            ],
+            "ΔAP (B - A), 95 % t interval": _cells(c.spread, "ΔAP", "ΔAP lo", "ΔAP hi"),
         }
     )
     v = c.verdicts
@@ -183,8 +182,8 @@ def comparison_text(c: Comparison, a: str | Path, b: str | Path) -> str:
         {
             "strategy": v["strategy"],
             "metric": v["metric"],
-            "A": _verdict_cells(v, "A"),
-            "B": _verdict_cells(v, "B"),
+            "A": _cells(v, "Δ A", "lo A", "hi A"),
+            "B": _cells(v, "Δ B", "lo B", "hi B"),
             "holds": ["yes" if h else "NO" for h in v["holds"]],
         }
     )

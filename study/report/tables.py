@@ -112,9 +112,10 @@ def _mean_std(mean: float, std: float) -> str:
     return _num(pct(mean)) if pd.isna(std) else f"{pct(mean):.1f} ± {pct(std):.1f}"
 
 
-def _delta(row: Mapping[str, Any] | None) -> str:
+def delta_cell(row: Mapping[str, Any] | None) -> str:
     """'+1.2 [+0.4, +2.0]' in points (the Holm-adjusted seed interval), with 'within noise' when
-    the interval covers 0."""
+    the interval covers 0: a difference as Table 3 prints it (``row``: ``delta``, ``lo``,
+    ``hi``, ``within_noise``)."""
     if row is None or pd.isna(row["delta"]):
         return MISSING
     if pd.isna(row["lo"]):
@@ -158,7 +159,7 @@ def fusion_table(
                 **{m: _mean_std(row[m], row[f"{m}_std"]) for m in AP_COLUMNS},
                 **{
                     f"Δ{m} vs {names[reference]}": (
-                        "reference" if exp == reference else _delta(d[m])
+                        "reference" if exp == reference else delta_cell(d[m])
                     )
                     for m in d
                 },
@@ -233,7 +234,7 @@ def pairwise_table(
         shown.append(
             {
                 "comparison": label,
-                **{f"Δ{m}": _delta(d[m]) for m in DELTA_METRICS},
+                **{f"Δ{m}": delta_cell(d[m]) for m in DELTA_METRICS},
                 "ΔAP per seed": _per_seed(d["AP"]),
                 "ΔAP > 0": _signs(d["AP"]),
                 "ΔAP test set": _test_set(d["AP"]),
