@@ -251,7 +251,9 @@ def test_edits_that_can_change_the_weights_retrain_every_fusion_run(clone: Path)
     run(["git", "checkout", "-q", "--", "."], clone)
     configure(clone)
     before = training(changed_deps(clone))
-    stale = sorted(s for s in runs if before.get(s))
+    # A fresh clone lacks the upstream outputs (dataset, backbone: "deleted"), which every run
+    # lists alike; only a dependency that differs from dvc.lock means the lock predates the code.
+    stale = sorted(s for s in runs if any(not c.endswith(":deleted") for c in before.get(s, ())))
     if stale:  # an edit cannot show against a lock that the code has already moved past
         pytest.skip(f"the committed training stages predate the code ({stale[0]} and others)")
     (clone / "study/engine/loss.py").write_text(
