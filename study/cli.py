@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from study.errors import StudyError, user_message
+from study.errors import ConfigError, StudyError, user_message
 from study.utils import write_text
 
 log = logging.getLogger("study")
@@ -132,7 +132,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from study.stages.bench import bench
 
-    for path in bench(args.params, args.experiments, args.profile, args.overrides, Path(args.out)):
+    if args.designs and args.experiments:
+        raise ConfigError("study bench: give experiments or --designs, not both")
+    paths = bench(
+        args.params, args.experiments, args.profile, args.overrides, Path(args.out), args.designs
+    )
+    for path in paths:
         print(path)
     return 0
 
@@ -308,6 +313,12 @@ def _add_bench(sub: Any) -> None:
         p,
         "override a setting of params `bench`, e.g. --set bench.runs=500 or "
         "--set 'bench.random_models=[baseline,asff]' (repeatable)",
+    )
+    p.add_argument(
+        "--designs",
+        action="store_true",
+        help="time the extended comparison instead: params `designs` at bench.seed, with "
+        "fusion/none and fusion/asff in the same rounds (the speed-designs stage)",
     )
     p.add_argument(
         "--out",

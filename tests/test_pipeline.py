@@ -22,7 +22,11 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 PROFILES = list(PARAMS["profiles"])
 # (group, matrix key, params list of experiments, params list of seeds)
-GROUPS = [("fusion", "fusion", "fusions", "seeds"), ("table1", "row", "table1", "table1_seeds")]
+GROUPS = [
+    ("fusion", "fusion", "fusions", "seeds"),
+    ("designs", "fusion", "designs", "seeds"),  # the extended comparison (make study-designs)
+    ("table1", "row", "table1", "table1_seeds"),
+]
 EXPERIMENTS = [f"fusion/{f}" for f in PARAMS["fusions"]] + [
     f"table1/{r}" for r in PARAMS["table1"] + PARAMS["table1_not_run"]
 ]
@@ -95,11 +99,14 @@ def test_per_run_stages_are_matrices_over_experiments_and_seeds(
 
 
 def test_speed_stage_times_every_model_in_one_process() -> None:
-    """`study bench`: one stage (the models interleaved), after every train stage, with the
-    settings and lists it reads as params."""
+    """`study bench`: one stage (the models interleaved), after every train stage of the study
+    (not the extended comparison's: speed-designs times those), with the settings and lists it
+    reads as params."""
     speed = STAGES["speed"]
     assert speed["cmd"] == "study bench"
-    assert {"models", "experiments", "study/eval/bench.py", "${dataset}"} <= set(speed["deps"])
+    deps = set(speed["deps"])
+    assert {"models/fusion", "models/table1", "experiments", "study/eval/bench.py"} <= deps
+    assert "${dataset}" in deps and "models" not in deps and "models/designs" not in deps
     assert {"bench", "fusions", "table1", "table1_seeds", "profiles.${profile}"} <= set(
         speed["params"]
     )
@@ -114,7 +121,8 @@ def test_fusion_runs_depend_on_their_own_strategy_module_only() -> None:
     """A new or edited fusion module retrains only its own runs (and the package's shared
     blocks, resize.py, every run's); the Table 1 rows use several strategies and depend on all
     of them."""
-    for stage in ("train-fusion", "evaluate-fusion", "analyze-fusion"):
+    stages = [f"{s}-{g}" for s in ("train", "evaluate", "analyze") for g in ("fusion", "designs")]
+    for stage in stages:
         deps = STAGES[stage]["deps"]
         assert "study/models/fusions/${item.fusion}.py" in deps
         assert "study/models" not in deps and "study/models/fusions" not in deps

@@ -151,11 +151,17 @@ class Subject:
         return str(self.model.spec.get("name", "?")) if hasattr(self.model, "spec") else "?"
 
 
-def default_experiments(params: dict[str, Any]) -> list[tuple[str, int]]:
+def default_experiments(params: dict[str, Any], designs: bool = False) -> list[tuple[str, int]]:
     """(experiment, seed) pairs the ``speed`` stage times: every fusion strategy at bench.seed,
-    then every trained Table 1 row at its first seed."""
+    then every trained Table 1 row at its first seed. ``designs``: the ``speed-designs`` stage's
+    instead, the extended comparison (params ``designs``) with Table 3's ``none`` and ``asff``
+    timed in the same rounds, so that its ratios and milliseconds compare with theirs."""
     seed = int((params.get("bench") or {}).get("seed", DEFAULTS["seed"]))
-    pairs = [(f"fusion/{f}", seed) for f in params.get("fusions") or []]
+    fusions = params.get("fusions") or []
+    if designs:
+        pairs = [(f"fusion/{f}", seed) for f in ("none", "asff") if f in fusions]
+        return pairs + [(f"designs/{d}", seed) for d in params.get("designs") or []]
+    pairs = [(f"fusion/{f}", seed) for f in fusions]
     t1_seed = int((params.get("table1_seeds") or [0])[0])
     pairs += [(f"table1/{r}", t1_seed) for r in params.get("table1") or []]
     return pairs

@@ -1,11 +1,11 @@
 """``study configure``: every run's resolved config, split by what it can affect.
 
-For each run of the study (params ``fusions`` x ``seeds``, ``table1`` x ``table1_seeds``) it
-writes ``configs/<experiment>/seed<k>/train.yaml`` (what can change the trained weights) and
-``eval.yaml`` (what the evaluation reads), study/resolved.py. The training stages depend on
-``train.yaml`` instead of the experiment files and params.yaml, so an edit retrains exactly the
-runs whose training config it changes; a comment, a logging or an evaluation setting retrains
-none.
+For each run of the study (params ``fusions`` and ``designs`` x ``seeds``, ``table1`` x
+``table1_seeds``) it writes ``configs/<experiment>/seed<k>/train.yaml`` (what can change the
+trained weights) and ``eval.yaml`` (what the evaluation reads), study/resolved.py. The training
+stages depend on ``train.yaml`` instead of the experiment files and params.yaml, so an edit
+retrains exactly the runs whose training config it changes; a comment, a logging or an
+evaluation setting retrains none.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def study_runs(params: dict[str, Any]) -> list[tuple[str, int]]:
     runs = [
         (f"fusion/{f}", int(s))
         for f in params.get("fusions") or []
+        for s in params.get("seeds") or []
+    ]
+    runs += [  # the extended comparison (experiments/designs), on the same seeds
+        (f"designs/{d}", int(s))
+        for d in params.get("designs") or []
         for s in params.get("seeds") or []
     ]
     if "pretrain" in params:  # the backbone pretraining run (`study pretrain`)
