@@ -49,16 +49,19 @@ lint: $(VENV)/.installed
 	ruff check study tests benchmarks
 	ruff format --check study tests benchmarks
 
-# Every stage on the real COCO subset (CI): three fusion strategies at two seeds (enough for the
+# Every stage on the real COCO subset (CI): three fusion strategies and one design at two seeds (enough for the
 # seed statistics and the pairwise table; tests/models/test_fusions.py trains every strategy) and
 # the whole Table 1 chain. Each run costs about 40 s here, so all five strategies would push CI
 # past 20 minutes. Runs as a DVC experiment in the workspace: it sets these params in
 # params.yaml (restore with `git checkout params.yaml`).
+# One design of the extended comparison (afpn: it has fusion weights, so its analysis runs too).
 SMOKE_FUSIONS := [none,sum,asff]
+SMOKE_DESIGNS := [afpn]
 SMOKE_TABLE1 := [yolov3-original,bof,ga,baseline,asff]
 smoke: $(VENV)/.installed
 	dvc exp run -S profile=smoke -S dataset=$(COCO_SUBSET) -S 'fusions=$(SMOKE_FUSIONS)' \
-		-S 'seeds=[0,1]' -S 'table1=$(SMOKE_TABLE1)' -S 'table1_not_run=[]'
+		-S 'designs=$(SMOKE_DESIGNS)' -S 'seeds=[0,1]' -S 'table1=$(SMOKE_TABLE1)' \
+		-S 'table1_not_run=[]'
 
 clean-runs:
 	rm -rf runs

@@ -161,7 +161,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from study.stages.report import report
 
-    for path in report(args.params, Path(args.results)):
+    for path in report(args.params, Path(args.results), args.designs):
         print(path)
     return 0
 
@@ -388,6 +388,12 @@ def _add_report(sub: Any) -> None:
     p = sub.add_parser("report", help="comparison tables -> results/tables/")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--results", default="results")
+    p.add_argument(
+        "--designs",
+        action="store_true",
+        help="the extended comparison instead (params `designs` beside `fusions`, the "
+        "report-designs stage) -> results/designs_report/",
+    )
     p.set_defaults(func=cmd_report)
 
 

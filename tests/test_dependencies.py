@@ -41,7 +41,9 @@ DRIVERS = {
     "evaluate-designs": "evaluate",
     "analyze-designs": "analyze",
     "speed": "bench",
+    "speed-designs": "bench",
     "report": "report",
+    "report-designs": "report",
     "notebooks": "notebooks",
 }
 PER_RUN_STRATEGY = "study/models/fusions/${item.fusion}.py"

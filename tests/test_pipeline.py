@@ -279,3 +279,33 @@ def test_experiment_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert experiment_path(str(exp)) == exp
     with pytest.raises(ConfigError, match="experiment file not found"):
         experiment_path(str(tmp_path / "gone.yaml"))
+
+
+def test_make_study_runs_every_stage_but_the_extended_comparison() -> None:
+    """`make study` reproduces its STUDY targets with everything upstream: that must be every
+    stage of dvc.yaml except the extended comparison's, which `make study-designs` (the
+    report-designs stage and its upstream) runs in full."""
+    import re
+
+    import networkx as nx
+    from dvc.repo import Repo
+
+    makefile = (REPO / "Makefile").read_text()
+    targets = re.search(r"^STUDY := (.+)$", makefile, re.M).group(1).split()
+    assert "dvc repro report-designs" in makefile
+    with Repo(str(REPO)) as repo:
+        graph = repo.index.graph
+        stages = {s.addressing: s for s in repo.index.stages if s.path.endswith("dvc.yaml")}
+
+        def upstream(name: str) -> set[str]:
+            return {name} | {s.addressing for s in nx.descendants(graph, stages[name])}
+
+        study = set().union(*(upstream(t) for t in targets))
+        designs = upstream("report-designs")
+    left_out = set(stages) - study
+    assert left_out, "the extended comparison is part of make study"
+    assert all(
+        re.fullmatch(r"(train|evaluate|analyze)-designs@.+|(speed|report)-designs", s)
+        for s in left_out
+    ), sorted(left_out)
+    assert left_out <= designs

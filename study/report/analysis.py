@@ -27,14 +27,16 @@ AGREEMENT_COLUMNS = ("checkpoint", "bucket", "objects", "rate")
 
 
 def collect_analysis(
-    results_dir: Path, fusions: Sequence[str], seeds: Sequence[int]
+    results_dir: Path, experiments: Sequence[str], seeds: Sequence[int]
 ) -> dict[str, pd.DataFrame]:
-    """Long tables over every (fusion, seed): ``gradients``, ``bins`` and ``agreement``."""
+    """Long tables over every (experiment, seed): ``gradients``, ``bins`` and ``agreement``,
+    each row's ``fusion`` the strategy's name (the experiment's stem: fusion/asff -> asff)."""
     frames: dict[str, list[pd.DataFrame]] = {"gradients": [], "bins": [], "agreement": []}
     images: set[int] = set()
-    for fusion in fusions:
+    for experiment in experiments:
+        fusion = Path(experiment).name
         for seed in seeds:
-            folder = analysis_dir(results_dir, f"fusion/{fusion}", seed)
+            folder = analysis_dir(results_dir, experiment, seed)
             for key, name, cols in (
                 ("gradients", "gradients.csv", GRADIENT_COLUMNS),
                 ("bins", "gradient_bins.csv", ("mode", "w_low", "share_mean")),

@@ -74,7 +74,8 @@ def _min_ap(params: Mapping[str, Any]) -> float:
     return float(_report_settings(params).get("min_ap", 0.10))
 
 
-def _profile(runs: pd.DataFrame) -> str:
+def profile_of(runs: pd.DataFrame) -> str:
+    """The profile the runs were trained on (from their metadata), '?' when none says."""
     return runs["profile"].dropna().iloc[0] if runs["profile"].notna().any() else "?"
 
 
@@ -138,19 +139,26 @@ class FusionStudy:
     names: dict[str, str]
 
 
+def fusion_experiments(params: Mapping[str, Any]) -> list[str]:
+    """Table 3's experiments: params ``fusions`` (fusion/<name>)."""
+    return [f"fusion/{f}" for f in params.get("fusions") or []]
+
+
 def _comparisons(
-    fusions: Sequence[str], pairwise: str | None
+    experiments: Sequence[str], pairwise: str | None
 ) -> tuple[str, str | None, dict[str, list[tuple[str, str]]]]:
     """(Table 3's reference, the pairwise table's strategy or None, the (experiment, reference)
     pairs of each table: one family each for the multiplicity adjustment). The second table
-    (params.yaml report.pairwise) sets one strategy against each other one."""
-    experiments = [f"fusion/{f}" for f in fusions]
-    reference = "fusion/none" if "none" in fusions else experiments[0]
-    if pairwise is not None and pairwise not in fusions:
+    (params.yaml report.pairwise, a strategy's name) sets one strategy against each other
+    one."""
+    by_name = {Path(e).name: e for e in experiments}
+    reference = "fusion/none" if "fusion/none" in experiments else experiments[0]
+    if pairwise is not None and pairwise not in by_name:
         raise StudyError(
-            f"params.yaml report.pairwise: {pairwise!r} is not one of `fusions` ({fusions})"
+            f"params.yaml report.pairwise: {pairwise!r} is not one of `fusions` (or "
+            f"`designs`): {list(by_name)}"
         )
-    pair_ref = f"fusion/{pairwise}" if pairwise and len(fusions) > 2 else None
+    pair_ref = by_name[pairwise] if pairwise and len(experiments) > 2 else None
     pair_ref = None if pair_ref == reference else pair_ref
     families = {TABLE3: [(e, reference) for e in experiments if e != reference]}
     if pair_ref:
@@ -165,12 +173,14 @@ def _table3(
     shown: pd.DataFrame,
     numeric: pd.DataFrame,
     reference_name: str,
+    table: str = "fusion",
+    title: str = "Table 3 (fusion strategies)",
 ) -> list[Path]:
-    """Table 3 with its caption and notes."""
+    """Table 3 (or the extended comparison, ``table``) with its caption and notes."""
     seeds, min_ap = _seeds(params), _min_ap(params)
     replicates = int(_report_settings(params).get("bootstrap_replicates", 500))
     caption = (
-        f"**Table 3 (fusion strategies)**, profile `{_profile(runs)}`, dataset "
+        f"**{title}**, profile `{profile_of(runs)}`, dataset "
         f"{_dataset_label(runs)}; {len(seeds)} seed(s) per strategy "
         f"({', '.join(map(str, seeds))}). COCO AP x 100, mean ± standard deviation over seeds."
     )
@@ -197,7 +207,7 @@ def _table3(
         f"A strategy whose mean AP is below {min_ap:.2f} did not learn within the profile's "
         "budget and is marked instead of compared.",
     ]
-    return write_table(out_dir, "fusion", shown, numeric, caption, notes)
+    return write_table(out_dir, table, shown, numeric, caption, notes)
 
 
 def _pairwise_report(
@@ -232,14 +242,18 @@ def fusion_report(
     results_dir: Path,
     out_dir: Path,
     bench: pd.DataFrame | None = None,
+    experiments: Sequence[str] | None = None,
+    table: str = "fusion",
+    title: str = "Table 3 (fusion strategies)",
 ) -> FusionStudy:
-    """Table 3 and the pairwise table (ms, params, FLOPs from ``bench``, results/bench.csv)."""
-    fusions, seeds = list(params.get("fusions") or []), _seeds(params)
+    """Table 3 and the pairwise table (ms, params, FLOPs from ``bench``, results/bench.csv) of
+    ``experiments`` (default: params ``fusions``), written as ``table``.md with ``title``."""
+    seeds = _seeds(params)
     rep = _report_settings(params)
-    experiments = [f"fusion/{f}" for f in fusions]
+    experiments = list(experiments or fusion_experiments(params))
     runs = attach_speed(collect_runs(results_dir, experiments, seeds), bench)
     summary = seed_summary(runs, SUMMARY_COLUMNS)
-    reference, pair_ref, families = _comparisons(fusions, rep.get("pairwise"))
+    reference, pair_ref, families = _comparisons(experiments, rep.get("pairwise"))
     annotations = validation_annotations(runs)
     deltas = paired_differences(
         scorers(results_dir, runs, annotations),
@@ -248,15 +262,15 @@ def fusion_report(
         replicates=int(rep.get("bootstrap_replicates", 500)),
         rng_seed=int(rep.get("bootstrap_seed", 0)),
     )
-    names = dict(zip(experiments, fusions, strict=True))
+    names = {e: Path(e).name for e in experiments}
     curves = read_curves(results_dir, experiments, seeds)
     converged = convergence(curves, min_ap=_min_ap(params))
     shown, numeric = fusion_table(
         summary, deltas, reference, names, _min_ap(params), seeds, converged
     )
-    paths = _table3(params, out_dir, runs, shown, numeric, names[reference])
+    paths = _table3(params, out_dir, runs, shown, numeric, names[reference], table, title)
     if pair_ref:
-        paths += _pairwise_report(out_dir, deltas, pair_ref, names, seeds, _profile(runs))
+        paths += _pairwise_report(out_dir, deltas, pair_ref, names, seeds, profile_of(runs))
     return FusionStudy(runs, summary, deltas, annotations, paths, curves, converged, names)
 
 
@@ -377,7 +391,7 @@ def table1_report(
     summary = seed_summary(runs, SUMMARY_COLUMNS) if rows else runs
     shown, numeric = table1_table(summary, rows, not_run, min_ap)
     if rows and runs["profile"].notna().any():
-        profile, dataset = _profile(runs), _dataset_label(runs)
+        profile, dataset = profile_of(runs), _dataset_label(runs)
     else:  # nothing trained: say which profile left the rows out
         profile, dataset = params.get("profile", "?"), str(params.get("dataset", "?"))
     caption = (
@@ -396,10 +410,10 @@ def table1_report(
 # --- the analysis: gradient consistency, weight agreement, figures -----------------------------
 
 
-def _analysed(results_dir: Path, fusions: Sequence[str], seeds: Sequence[int]) -> bool:
+def _analysed(results_dir: Path, experiments: Sequence[str], seeds: Sequence[int]) -> bool:
     """Whether ``study analyze`` has analysed the fusion runs: all of them (True), none (False);
     some only is a StudyError."""
-    folders = [analysis_dir(results_dir, f"fusion/{f}", s) for f in fusions for s in seeds]
+    folders = [analysis_dir(results_dir, e, s) for e in experiments for s in seeds]
     present = [d.is_dir() for d in folders]
     if not any(present):
         return False
@@ -472,10 +486,12 @@ def _weight_map_figures(
     where: str,
     class_names: Sequence[str],
 ) -> list[Path]:
-    """Per fusion with weights, the weight maps of its ``seed`` run (when it wrote maps.npz)."""
+    """Per experiment with fusion weights, the weight maps of its ``seed`` run (when it wrote
+    maps.npz)."""
     paths: list[Path] = []
-    for fusion in weighted:
-        maps = analysis_dir(results_dir, f"fusion/{fusion}", seed) / "maps.npz"
+    for experiment in weighted:
+        fusion = Path(experiment).name
+        maps = analysis_dir(results_dir, experiment, seed) / "maps.npz"
         if maps.is_file():
             paths += (
                 weight_maps_figure(
@@ -497,18 +513,21 @@ def analysis_report(
     figures_dir: Path,
     runs: pd.DataFrame,
     class_names: Sequence[str] = (),
+    experiments: Sequence[str] | None = None,
 ) -> tuple[list[Path], dict[str, pd.DataFrame] | None]:
-    """The gradient-consistency and agreement tables and the analysis figures, when the fusion
-    runs have been analysed (``study analyze``); (paths, long tables) or ([], None).
-    ``class_names`` label the boxes of the weight maps."""
-    fusions, seeds = list(params.get("fusions") or []), _seeds(params)
-    if not _analysed(results_dir, fusions, seeds):
+    """The gradient-consistency and agreement tables and the analysis figures of
+    ``experiments`` (default: params ``fusions``), when their runs have been analysed
+    (``study analyze``); (paths, long tables) or ([], None). ``class_names`` label the boxes
+    of the weight maps."""
+    experiments, seeds = list(experiments or fusion_experiments(params)), _seeds(params)
+    fusions = [Path(e).name for e in experiments]
+    if not _analysed(results_dir, experiments, seeds):
         log.info("no analysis results (study analyze): gradient tables and figures skipped")
         return [], None
-    data = collect_analysis(results_dir, fusions, seeds)
+    data = collect_analysis(results_dir, experiments, seeds)
     analysed = "/".join(str(n) for n in data["images"]["images"])
     where = (
-        f"profile `{_profile(runs)}`, dataset {_dataset_label(runs)} ({analysed} analysed), "
+        f"profile `{profile_of(runs)}`, dataset {_dataset_label(runs)} ({analysed} analysed), "
         f"seeds {', '.join(map(str, seeds))}"
     )
     paths = _gradient_consistency_table(data, fusions, out_dir, where)
@@ -529,7 +548,10 @@ def analysis_report(
         )
         or []
     )
-    paths += _weight_map_figures(results_dir, weighted, seeds[0], figures_dir, where, class_names)
+    weighted_runs = [e for e in experiments if Path(e).name in weighted]
+    paths += _weight_map_figures(
+        results_dir, weighted_runs, seeds[0], figures_dir, where, class_names
+    )
     return paths, data
 
 
@@ -591,7 +613,7 @@ def build_report(
         names = category_names(fusion.annotations)
         p, analysis = analysis_report(params, results_dir, out, figures, fusion.runs, names)
         paths += p
-        p, budget = curves_report(fusion, out, figures, _profile(fusion.runs))
+        p, budget = curves_report(fusion, out, figures, profile_of(fusion.runs))
         paths += p
         seed = _seeds(params)[0]
         paths += anchors_report(results_dir, "fusion/none", seed, fusion.annotations, out)

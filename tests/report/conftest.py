@@ -133,3 +133,32 @@ def study(tmp_path: Path) -> tuple[Path, dict]:
         "report": {"bootstrap_replicates": 200, "bootstrap_seed": 0, "min_ap": 0.1},
     }
     return results, params
+
+
+@pytest.fixture
+def designs_study(tmp_path: Path) -> tuple[Path, dict]:
+    """Results of the extended comparison: Table 3's none and asff (asff finds more), and two
+    designs at the same 3 seeds, `better` (finds nearly everything) and `copy` (exactly none's
+    detections); each bench as `study bench` and `study bench --designs` write them."""
+    ann = _gt(tmp_path)
+    results = tmp_path / "results"
+    runs = {"fusion/none": 0.5, "fusion/asff": 0.7, "designs/better": 0.97, "designs/copy": 0.5}
+    for exp, p in runs.items():
+        for seed in (0, 1, 2):
+            rng = np.random.default_rng(seed)  # `copy` gets exactly `none`'s detections
+            _write_run(results, ann, exp, seed, _detections(20, p, rng))
+    _write_bench(results, ["fusion/none", "fusion/asff"])
+    (results / "designs_report").mkdir()
+    _write_bench(results / "designs_report", list(runs))
+    params = {
+        "fusions": ["none", "asff"],
+        "designs": ["better", "copy"],
+        "seeds": [0, 1, 2],
+        "report": {
+            "bootstrap_replicates": 200,
+            "bootstrap_seed": 0,
+            "min_ap": 0.1,
+            "pairwise": "asff",
+        },
+    }
+    return results, params
