@@ -22,6 +22,10 @@ from study.report.tables import _lookup
 
 REPLICATED, NOT_REPLICATED, INCONCLUSIVE = "replicated", "not replicated", "inconclusive"
 NOT_TESTED = "not tested on this profile"
+NOT_COMPARABLE = "not comparable"
+# C4's measurement is comparable with the paper's only on a GPU at the paper's 608 px (the
+# README's 20 -> 22 ms: V100, batch 1, full width); elsewhere the ratio is reported, unjudged.
+C4_COMPARABLE_SIZE = 608
 
 CLAIMS = {
     "C1": "The bag of freebies raises AP (YOLOv3 33.0 -> 37.0 AP)",
@@ -55,9 +59,11 @@ RULES = {
     "Table 3: replicated if both are below "
     "0 beyond noise, not replicated if either is above 0 beyond noise, else inconclusive.",
     "C4": "median latency asff / none at the evaluation size (batch 1, fp32, forward + decode + "
-    "NMS), timed interleaved in rounds on the study's machine (study bench): replicated if the "
-    "median of the rounds' ratios is within 1.10 ± 0.05; not replicated if every round's ratio "
-    "is outside that band on the same side; else inconclusive.",
+    "NMS), timed interleaved in rounds on the study's machine (study bench). Judged only when "
+    "the measurement is comparable with the paper's (a CUDA device at 608 px; the paper: V100, "
+    "batch 1, full width): replicated if the median of the rounds' ratios is within 1.10 ± "
+    "0.05; not replicated if every round's ratio is outside that band on the same side; else "
+    "inconclusive. On a CPU or at another size: 'not comparable', with the measured ratio.",
     "C5": "conflict share at the final weights (full gradient, all sizes), per seed: replicated "
     "if every asff seed is below every sum seed and every concat seed (3 vs 3 seeds: one-sided "
     "permutation p = 0.05), not replicated if asff's mean is at or above both, else "
@@ -213,6 +219,10 @@ def claim_c4(ev: Evidence) -> dict[str, str]:
         f"{int(r['rounds'])} interleaved rounds: median x{mid:.3f}, range x{rmin:.3f} .. "
         f"x{rmax:.3f}; forward only x{r['ratio_forward']:.3f}"
     )
+    device = str(r["device"])
+    if not device.startswith("cuda") or int(r["size"]) != C4_COMPARABLE_SIZE:
+        why = f"{device} at {int(r['size'])} px, not a GPU at {C4_COMPARABLE_SIZE} px"
+        return _result("C4", measured, spread, f"{NOT_COMPARABLE}: {why}")
     verdict = _verdict(lo <= mid <= hi, rmin > hi or rmax < lo)
     return _result("C4", measured, spread, verdict)
 

@@ -92,20 +92,34 @@ def size_summary(sizes: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataFram
     ).reset_index(drop=True)
 
 
-def test_size_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display, numeric) test-size table: one row per model and size."""
-    shown, numeric = [], []
+def inversions(summary: pd.DataFrame) -> list[str]:
+    """Per row of ``summary``: '' or 'INVERTED: slower than at 96, 128 px' when the model was
+    timed slower at this size than at a larger one (more pixels cannot cost less: the timing
+    drifted between sizes, which are timed one after another)."""
+    flags = []
     for _, r in summary.iterrows():
+        same = summary[(summary["experiment"] == r["experiment"]) & (summary["size"] > r["size"])]
+        faster = [int(s) for s, ms in zip(same["size"], same["ms"], strict=True) if ms < r["ms"]]
+        flags.append(f"INVERTED: slower than at {', '.join(map(str, faster))} px" if faster else "")
+    return flags
+
+
+def test_size_table(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numeric) test-size table: one row per model and size, with the timing
+    inversions flagged (:func:`inversions`)."""
+    shown, numeric = [], []
+    for (_, r), flag in zip(summary.iterrows(), inversions(summary), strict=True):
         shown.append(
             {"model": r["experiment"], "size": str(int(r["size"]))}
             | {m: _mean_std(r[m], r[f"{m}_std"]) for m in AP_COLUMNS}
             | {"ms": _num(r["ms"], 2), "FPS": _num(1000.0 / r["ms"]) if r["ms"] > 0 else MISSING}
+            | {"timing": flag}
         )
         numeric.append(
             {"model": r["experiment"], "size": int(r["size"]), "seeds": int(r["seeds"])}
             | {m: pct(r[m]) for m in AP_COLUMNS}
             | {f"{m}_std": pct(r[f"{m}_std"]) for m in AP_COLUMNS}
-            | {"ms": r["ms"]}
+            | {"ms": r["ms"], "inverted": bool(flag)}
         )
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
@@ -134,20 +148,25 @@ def asff_star_table(summary: pd.DataFrame, experiment: str) -> tuple[pd.DataFram
         shown.append(
             {"source": "paper (COCO test-dev, V100)", "size": str(size), "FPS": _num(p["FPS"])}
             | {m: _num(p[m]) for m in AP_COLUMNS}
+            | {"timing": ""}
         )
         numeric.append(
-            {"source": "paper", "size": size, "FPS": p["FPS"]} | {m: p[m] for m in AP_COLUMNS}
+            {"source": "paper", "size": size, "FPS": p["FPS"]}
+            | {m: p[m] for m in AP_COLUMNS}
+            | {"inverted": False}
         )
     ours = summary[summary["experiment"] == experiment] if experiment else summary.iloc[0:0]
-    for _, r in ours.iterrows():
+    for (_, r), flag in zip(ours.iterrows(), inversions(ours), strict=True):
         fps = 1000.0 / r["ms"] if r["ms"] > 0 else math.nan
         shown.append(
             {"source": f"ours ({experiment})", "size": str(int(r["size"])), "FPS": _num(fps)}
             | {m: _mean_std(r[m], r[f"{m}_std"]) for m in AP_COLUMNS}
+            | {"timing": flag}
         )
         numeric.append(
             {"source": experiment, "size": int(r["size"]), "FPS": fps}
             | {m: pct(r[m]) for m in AP_COLUMNS}
+            | {"inverted": bool(flag)}
         )
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
@@ -189,6 +208,10 @@ def speed_report(
         "at the profile's train.img_size). The paper's sizes are 320/416/608/800 for a model "
         "trained at 608; the profile's are scaled alike.",
         "bench.csv has the forward / decode / NMS split, p90, throughput and FLOPs of every row.",
+        "timing: INVERTED where a model was timed slower at this size than at a larger one, which "
+        "more pixels cannot explain: the sizes are timed one after another, so drift of the "
+        "machine between them shows here; compare latencies within a size (the models are "
+        "interleaved there), not across sizes.",
     ]
     paths += write_table(out_dir, "test_sizes", shown, numeric, caption, notes)
     exp, relation = asff_star_model(list(seeds_of))
@@ -203,6 +226,8 @@ def speed_report(
         "The paper's rows: COCO test-dev, Darknet-53 + ASFF* trained at 608 for 300 epochs, "
         "FPS on a V100 (shared/PAPER.md). Ours: a different dataset, scale and machine; "
         "compare how AP and speed move with the size, not the absolute numbers.",
+        "timing: INVERTED where ours was timed slower at this size than at a larger one (drift "
+        "between sizes, which are timed one after another; test_sizes.md).",
     ]
     paths += write_table(out_dir, "asff_star", sshown, snumeric, scaption, snotes)
     if summary["ms"].notna().any():

@@ -194,6 +194,12 @@ def test_c4_from_the_interleaved_overhead(study) -> None:
     runs = collect_runs(results, ["fusion/none", "fusion/good"], [0])
     runs["experiment"] = runs["experiment"].replace({"fusion/good": "fusion/asff"})
     over = pd.read_csv(results / "bench_overhead.csv").replace({"fusion/good": "fusion/asff"})
+    # on a CPU (the fixture's bench) or at another size: the ratio, and no verdict
+    row = claim_c4(Evidence(None, None, runs, None, None, None, 0.1, over))
+    assert row["verdict"].startswith("not comparable: cpu (test) at 64 px")
+    assert "x1.100" in row["measured"]
+    # on a GPU at 608 px it is judged
+    runs["img_size"], over["size"], over["device"] = 608, 608, "cuda (test GPU)"
     row = claim_c4(Evidence(None, None, runs, None, None, None, 0.1, over))
     assert row["verdict"] == REPLICATED and "x1.100" in row["measured"]
     assert "10 interleaved rounds" in row["spread"] and "x1.040 .. x1.200" in row["spread"]
@@ -213,3 +219,18 @@ def test_a_broken_bench_file_is_named(study) -> None:
     (results / "bench.csv").write_text("model,size\nfusion/none,64\n")
     with pytest.raises(StudyError, match="bench.csv: missing columns"):
         build_report(params, results)
+
+
+def test_a_larger_size_timed_faster_is_flagged() -> None:
+    """Latency across sizes that folds back (a larger size faster) is flagged, not shown as
+    a speed-accuracy trade-off."""
+    from study.report.speed import inversions
+
+    summary = pd.DataFrame(
+        {
+            "experiment": ["fusion/none"] * 3 + ["fusion/asff"] * 2,
+            "size": [64, 96, 128, 64, 96],
+            "ms": [13.5, 11.9, 14.0, 5.0, 6.0],
+        }
+    )
+    assert inversions(summary) == ["INVERTED: slower than at 96 px", "", "", "", ""]
