@@ -201,7 +201,9 @@ def _table3(
         "params and GFLOPs (torch.utils.flop_counter, multiply-add = 2) at the evaluation size; "
         "ms: median per image at batch 1, fp32, forward + decode + NMS, of the bench.seed "
         "weights on the machine that ran the `speed` stage (results/bench.csv; the ASFF "
-        "overhead with its spread: results/bench_overhead.csv).",
+        "overhead with its spread: results/bench_overhead.csv). The extended comparison's "
+        "table (results/designs_report) times none, asff and the designs in their own rounds "
+        "(its bench.csv) and shows no ms for the strategies only Table 3's bench timed.",
         "Paper column: COCO val2017 at 608 with the guided-anchoring head; ours: the profile's "
         "dataset and scale with the plain YOLOv3 head (experiments/fusion/_base.yaml).",
         f"A strategy whose mean AP is below {min_ap:.2f} did not learn within the profile's "

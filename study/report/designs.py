@@ -13,8 +13,8 @@ It writes ``results/designs_report/``: ``tables/designs.md`` (the extended Table
 ``tables/gradient_consistency.md``, ``tables/weight_agreement.md``, their figures under
 ``figures/``, ``metrics.json`` (AP by size per design and seed, for ``dvc exp show``) and the
 provenance. Milliseconds are those of ``study bench --designs`` (results/designs_report/
-bench.csv: none, asff and the designs timed in the same rounds); sum, concat and scalar keep
-those of Table 3's bench, another run.
+bench.csv: none, asff and the designs timed in the same rounds); sum, concat and scalar, timed
+only by Table 3's bench (another process), get their parameters and FLOPs from it but no ms.
 """
 
 from __future__ import annotations
@@ -53,14 +53,18 @@ def design_experiments(params: Mapping[str, Any]) -> list[str]:
 
 
 def combined_bench(designs: pd.DataFrame | None, study: pd.DataFrame | None) -> pd.DataFrame | None:
-    """The designs bench, plus Table 3's bench for the models it did not time."""
+    """The designs bench, plus Table 3's bench for the models it did not time, with their
+    parameters and FLOPs but not their milliseconds: latencies from two benches (two
+    processes, two machine states) do not compare, only those timed in the same rounds."""
     frames = [b for b in (designs, study) if b is not None and not b.empty]
     if not frames:
         return None
     if len(frames) == 1:
         return frames[0]
-    timed = set(frames[0]["model"])
-    return pd.concat([frames[0], frames[1][~frames[1]["model"].isin(timed)]], ignore_index=True)
+    own, other = frames
+    other = other[~other["model"].isin(set(own["model"]))].copy()
+    other["total_ms_median"] = float("nan")
+    return pd.concat([own, other], ignore_index=True)
 
 
 def _against(deltas: pd.DataFrame, design: str, other: str) -> dict[str, Any] | None:
