@@ -14,6 +14,7 @@ import yaml
 from torch import Tensor, nn
 
 from study.analysis.gradients import weights_detached
+from study.config import load_experiment
 from study.models import build_model
 from study.models.fusions import FUSIONS, build_fusion
 from study.models.fusions.afpn import AFPN, weighted_sum
@@ -81,13 +82,26 @@ def _bn_statistics(module: nn.Module) -> None:
 
 
 def test_the_designs_are_registered_with_an_experiment_file_each() -> None:
-    asff = yaml.safe_load((REPO / "experiments" / "fusion" / "asff.yaml").read_text())
+    """Each design has its module and its experiment file (experiments/designs, the extended
+    comparison's group), which resolves to exactly asff's config but for the fusion: the same
+    detector, profile and protocol as Table 3."""
+    asff = load_experiment(REPO / "experiments" / "fusion" / "asff.yaml", params_path=None)
     for name in DESIGNS:
         assert name in FUSIONS
         assert (REPO / "study" / "models" / "fusions" / f"{name}.py").is_file()
-        exp = yaml.safe_load((REPO / "experiments" / "fusion" / f"{name}.yaml").read_text())
-        assert exp["model"] == {"fusion": name}
-        assert set(exp) == set(asff) and exp["_base_"] == asff["_base_"]
+        path = REPO / "experiments" / "designs" / f"{name}.yaml"
+        assert yaml.safe_load(path.read_text())["model"] == {"fusion": name}
+        cfg = load_experiment(path, params_path=None)
+        assert cfg["model"]["fusion"] == name
+        for key in set(asff) | set(cfg):
+            if key in ("name", "description"):
+                continue
+            mine, theirs = cfg.get(key), asff.get(key)
+            if key == "model":
+                mine, theirs = (
+                    {k: v for k, v in m.items() if k != "fusion"} for m in (mine, theirs)
+                )
+            assert mine == theirs, (name, key)
 
 
 # ---------------------------------------------------------------------------------------------
