@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from study.data import eval_dataset
+import torch
+from torch import nn
+
+from study.data import CocoDetection, eval_dataset
+from study.errors import CheckpointError, DataError
 from study.eval.curve import learning_curve
 from study.eval.sizes import evaluate_run
 from study.models.weights import check_classes, load_weights
@@ -35,7 +39,9 @@ def evaluate(
     out = Path(out_dir) if out_dir else run_paths(cfg).results
     weights_path = Path(weights) if weights else run_paths(cfg).model
     model, blob = load_weights(weights_path, device)
+    refuse_non_finite(model, weights_path)
     dataset = eval_dataset(ecfg, split)
+    refuse_unscorable(dataset)
     check_classes(blob, weights_path, dataset)
     source = {"path": str(weights_path), "source": blob.get("source", "study train")}
     curve = []
@@ -60,3 +66,27 @@ def evaluate(
     if curve:
         write_json(out / CURVE, curve)
     return metrics
+
+
+def refuse_non_finite(model: nn.Module, path: Path) -> None:
+    """Weights with a NaN or an infinite value would score AP 0 with only a warning and replace
+    the run's metrics: refused before any inference, naming the first such tensor."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path}: {name} has {bad} non-finite value(s) (NaN or inf): the training "
+                "diverged or the file is damaged; nothing was evaluated or written (retrain the "
+                "run with `study train <experiment> --seed K --force`)"
+            )
+
+
+def refuse_unscorable(dataset: CocoDetection) -> None:
+    """A split whose (first ``data.max_images``) images carry no annotation cannot be scored:
+    COCO AP is undefined there and every metric would be null. Refused before any inference."""
+    if not dataset.coco.getAnnIds(imgIds=dataset.ids):
+        raise DataError(
+            f"{dataset.ann_file}: none of the {len(dataset.ids)} evaluated images of split "
+            f"{dataset.split!r} has an annotation, so COCO AP is undefined; nothing was "
+            "evaluated or written (check the annotation file, or evaluate another split)"
+        )
