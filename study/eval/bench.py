@@ -14,8 +14,9 @@ same real validation images:
 * dtypes: fp32 everywhere, fp16 and bf16 (autocast) on CUDA only.
 
 The models are timed **interleaved**: the runs are split into ``rounds``, and in every round each
-model times its share of images in turn (the order rotating), so that drift on a shared machine
-(another job, frequency scaling) hits every model alike. The overhead table divides each model's
+size, and within it each model, times its share of images in turn (both orders rotating), so
+that drift on a shared machine (another job, frequency scaling) hits every model and every size
+alike. The overhead table divides each model's
 median total latency by the reference model's, round by round: its spread over the rounds says
 how far the ratio can be trusted.
 
@@ -399,61 +400,95 @@ def bench_setting(
     settings: dict[str, Any],
     ev: dict[str, Any],
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]]]:
-    """Interleaved timing of every subject at one (size, dtype, mode).
+    """Interleaved timing of every subject at one (size, dtype, mode): :func:`bench_sizes`
+    with one size."""
+    return bench_sizes(subjects, {0: images}, {0: nms_inputs}, device, dtype, mode, settings, ev)[0]
 
-    Returns per subject the lists ``forward``, ``decode``, ``nms``, ``total`` (ms per image)
-    and ``round`` (the round of each run), and per subject the untimed counts
+
+def bench_sizes(
+    subjects: list[Subject],
+    images: dict[int, Tensor],
+    nms_inputs: dict[int, list[Tensor] | None],
+    device: torch.device,
+    dtype: str,
+    mode: str,
+    settings: dict[str, Any],
+    ev: dict[str, Any],
+) -> dict[int, tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]]]]:
+    """Interleaved timing of every subject at every size of ``images`` (size -> batch of
+    images) at one (dtype, mode): in each round every size and every model times its share of
+    the runs in turn (both orders rotating from round to round), so that drift of the machine
+    hits every model and every size alike.
+
+    Returns per size: per subject the lists ``forward``, ``decode``, ``nms``, ``total`` (ms per
+    image) and ``round`` (the round of each run), and per subject the untimed counts
     (``candidates``, ``detections``) and the throughput."""
     amp = DTYPES[dtype]
-    n = len(images)
     per_round = math.ceil(settings["runs"] / settings["rounds"])
-    xs = [_to_input(images[i : i + 1], device) for i in range(n)]
-    nms_dev = [c.to(device) for c in nms_inputs] if nms_inputs is not None else None
-    times = {
-        s.name: {"forward": [], "decode": [], "nms": [], "total": [], "round": []} for s in subjects
+    sizes = list(images)
+    xs = {
+        z: [_to_input(images[z][i : i + 1], device) for i in range(len(images[z]))] for z in sizes
     }
-    extra: dict[str, dict[str, float]] = {}
+    nms_dev = {
+        z: None if nms_inputs.get(z) is None else [c.to(device) for c in nms_inputs[z]]
+        for z in sizes
+    }
+    times = {
+        z: {
+            s.name: {"forward": [], "decode": [], "nms": [], "total": [], "round": []}
+            for s in subjects
+        }
+        for z in sizes
+    }
+    extra: dict[int, dict[str, dict[str, float]]] = {z: {} for z in sizes}
     with torch.inference_mode():
         for s in subjects:
             prepare(s, mode, device)
-            counts = [
-                _candidates(s, x, None if nms_dev is None else nms_dev[i], ev, amp, device)
-                for i, x in enumerate(xs)
-            ]
-            extra[s.name] = {
-                "candidates": statistics.fmean(c for c, _ in counts),
-                "detections": statistics.fmean(d for _, d in counts),
-            }
-            for i in range(max(settings["warmup"], 3 if mode == "fast" else 0)):
-                time_image(
-                    s, xs[i % n], None if nms_dev is None else nms_dev[i % n], device, amp, ev
-                )
-        for r in range(settings["rounds"]):
-            order = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
-            for s in order:
-                for k in range(per_round):
-                    i = (r * per_round + k) % n
-                    f, d, m = time_image(
-                        s, xs[i], None if nms_dev is None else nms_dev[i], device, amp, ev
+            for z in sizes:
+                nms = nms_dev[z]
+                counts = [
+                    _candidates(s, x, None if nms is None else nms[i], ev, amp, device)
+                    for i, x in enumerate(xs[z])
+                ]
+                extra[z][s.name] = {
+                    "candidates": statistics.fmean(c for c, _ in counts),
+                    "detections": statistics.fmean(d for _, d in counts),
+                }
+                n = len(xs[z])
+                for i in range(max(settings["warmup"], 3 if mode == "fast" else 0)):
+                    time_image(
+                        s, xs[z][i % n], None if nms is None else nms[i % n], device, amp, ev
                     )
-                    t = times[s.name]
-                    t["forward"].append(f)
-                    t["decode"].append(d)
-                    t["nms"].append(m)
-                    t["total"].append(f + d + m)
-                    t["round"].append(r)
-    for s in subjects:
-        extra[s.name]["throughput"] = throughput(
-            s,
-            images,
-            settings["throughput_batch"],
-            settings["throughput_runs"],
-            device,
-            amp,
-            ev,
-            nms_inputs,
-        )
-    return times, extra
+        for r in range(settings["rounds"]):
+            size_order = sizes[r % len(sizes) :] + sizes[: r % len(sizes)]
+            for z in size_order:
+                n, nms = len(xs[z]), nms_dev[z]
+                order = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
+                for s in order:
+                    for k in range(per_round):
+                        i = (r * per_round + k) % n
+                        f, d, m = time_image(
+                            s, xs[z][i], None if nms is None else nms[i], device, amp, ev
+                        )
+                        t = times[z][s.name]
+                        t["forward"].append(f)
+                        t["decode"].append(d)
+                        t["nms"].append(m)
+                        t["total"].append(f + d + m)
+                        t["round"].append(r)
+    for z in sizes:
+        for s in subjects:
+            extra[z][s.name]["throughput"] = throughput(
+                s,
+                images[z],
+                settings["throughput_batch"],
+                settings["throughput_runs"],
+                device,
+                amp,
+                ev,
+                nms_inputs.get(z),
+            )
+    return {z: (times[z], extra[z]) for z in sizes}
 
 
 # --------------------------------------------------------------------------- results
@@ -581,41 +616,48 @@ def plan_bench(
     return BenchPlan(settings, subjects, cfg, device, reference, sizes, dtypes, prov)
 
 
-def time_size(plan: BenchPlan, size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(latency rows, overhead rows) of every dtype and mode at ``size``; a fast path that fails
-    to compile is logged and left out."""
+def time_sizes(plan: BenchPlan) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(latency rows, overhead rows) of every size, dtype and mode; the sizes of one (dtype,
+    mode) are timed in the same interleaved rounds (:func:`bench_sizes`). A fast path that
+    fails to compile is logged and left out."""
     settings, subjects, ev = plan.settings, plan.subjects, plan.cfg["eval"]
-    images, targets = bench_images(plan.cfg, size, settings["images"])
-    nms_inputs = None
-    if any(s.fixed_nms_input for s in subjects):
-        num_classes = subjects[0].model.num_classes
-        nms_inputs = fixed_candidates(targets, size, num_classes, settings["candidates"])
-    flops = {s.name: count_flops(s.model, size) for s in subjects}
+    images: dict[int, Tensor] = {}
+    nms_inputs: dict[int, list[Tensor] | None] = {}
+    flops: dict[int, dict[str, int]] = {}
+    for size in plan.sizes:
+        images[size], targets = bench_images(plan.cfg, size, settings["images"])
+        nms_inputs[size] = None
+        if any(s.fixed_nms_input for s in subjects):
+            num_classes = subjects[0].model.num_classes
+            nms_inputs[size] = fixed_candidates(targets, size, num_classes, settings["candidates"])
+        flops[size] = {s.name: count_flops(s.model, size) for s in subjects}
     rows: list[dict[str, Any]] = []
     ratios: list[dict[str, Any]] = []
     for dtype in plan.dtypes:
         for mode in settings["modes"]:
             try:
-                times, extra = bench_setting(
+                timed = bench_sizes(
                     subjects, images, nms_inputs, plan.device, dtype, mode, settings, ev
                 )
             except Exception as exc:  # noqa: BLE001 - a compiler failure skips the fast path
                 if mode != "fast":
                     raise
-                log.warning("fast path failed at %d %s, left out: %s", size, dtype, exc)
+                log.warning("fast path failed at %s, left out: %s", dtype, exc)
                 continue
-            common = {
-                "size": size,
-                "dtype": dtype,
-                "mode": mode,
-                "batch": 1,
-                "runs": len(times[subjects[0].name]["total"]),
-                "rounds": settings["rounds"],
-                "images": len(images),
-            }
-            rows += _latency_rows(plan, common, times, extra, flops)
-            ratios += _ratio_rows(plan, common, times)
-            log.info("timed %d models at %d %s %s", len(subjects), size, dtype, mode)
+            for size in plan.sizes:
+                times, extra = timed[size]
+                common = {
+                    "size": size,
+                    "dtype": dtype,
+                    "mode": mode,
+                    "batch": 1,
+                    "runs": len(times[subjects[0].name]["total"]),
+                    "rounds": settings["rounds"],
+                    "images": len(images[size]),
+                }
+                rows += _latency_rows(plan, common, times, extra, flops[size])
+                ratios += _ratio_rows(plan, common, times)
+            log.info("timed %d models at %s, %s %s", len(subjects), plan.sizes, dtype, mode)
     return rows, ratios
 
 
@@ -684,12 +726,7 @@ def run_bench(
     """``study bench``: time every model at every size, dtype and mode; write ``out`` and
     ``<stem>_overhead.csv`` beside it (both replaced only when everything has run)."""
     plan = plan_bench(params_path, experiments, profile, overrides)
-    rows: list[dict[str, Any]] = []
-    ratios: list[dict[str, Any]] = []
-    for size in plan.sizes:
-        size_rows, size_ratios = time_size(plan, size)
-        rows += size_rows
-        ratios += size_ratios
+    rows, ratios = time_sizes(plan)
     return write_bench(out, rows, ratios)
 
 

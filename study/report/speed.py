@@ -95,7 +95,7 @@ def size_summary(sizes: pd.DataFrame, bench: pd.DataFrame | None) -> pd.DataFram
 def inversions(summary: pd.DataFrame) -> list[str]:
     """Per row of ``summary``: '' or 'INVERTED: slower than at 96, 128 px' when the model was
     timed slower at this size than at a larger one (more pixels cannot cost less: the timing
-    drifted between sizes, which are timed one after another)."""
+    is within the machine's noise there)."""
     flags = []
     for _, r in summary.iterrows():
         same = summary[(summary["experiment"] == r["experiment"]) & (summary["size"] > r["size"])]
@@ -209,9 +209,9 @@ def speed_report(
         "trained at 608; the profile's are scaled alike.",
         "bench.csv has the forward / decode / NMS split, p90, throughput and FLOPs of every row.",
         "timing: INVERTED where a model was timed slower at this size than at a larger one, which "
-        "more pixels cannot explain: the sizes are timed one after another, so drift of the "
-        "machine between them shows here; compare latencies within a size (the models are "
-        "interleaved there), not across sizes.",
+        "more pixels cannot explain. The bench times every size and model in the same "
+        "interleaved rounds, so drift hits them alike: an inversion is the machine's noise (or "
+        "a latency floor at small sizes), and those latencies are equal within it.",
     ]
     paths += write_table(out_dir, "test_sizes", shown, numeric, caption, notes)
     exp, relation = asff_star_model(list(seeds_of))
@@ -226,8 +226,8 @@ def speed_report(
         "The paper's rows: COCO test-dev, Darknet-53 + ASFF* trained at 608 for 300 epochs, "
         "FPS on a V100 (shared/PAPER.md). Ours: a different dataset, scale and machine; "
         "compare how AP and speed move with the size, not the absolute numbers.",
-        "timing: INVERTED where ours was timed slower at this size than at a larger one (drift "
-        "between sizes, which are timed one after another; test_sizes.md).",
+        "timing: INVERTED where ours was timed slower at this size than at a larger one (noise "
+        "of the machine; test_sizes.md).",
     ]
     paths += write_table(out_dir, "asff_star", sshown, snumeric, scaption, snotes)
     if summary["ms"].notna().any():

@@ -240,3 +240,33 @@ def test_run_bench_refuses_a_bad_test_size_before_timing(tmp_path, monkeypatch) 
     ):
         bench.run_bench(str(tmp_path / "none.yaml"), [], None, [], tmp_path / "bench.csv")
     assert not list(tmp_path.iterdir())
+
+
+def test_sizes_are_interleaved_in_the_rounds_like_the_models(monkeypatch) -> None:
+    """Every round times every size and every model (both orders rotating), so that drift
+    between sizes cannot fold the latency curve back; each size's numbers are its own."""
+    calls: list[tuple[int, str]] = []
+    real = bench.time_image
+
+    def record(subject, x, *args, **kw):
+        calls.append((int(x.shape[-1]), subject.name))
+        return real(subject, x, *args, **kw)
+
+    monkeypatch.setattr(bench, "time_image", record)
+    subjects = _subjects()
+    images = {64: torch.rand(2, 3, 64, 64), 96: torch.rand(2, 3, 96, 96)}
+    settings = {**SETTINGS, "warmup": 0}
+    timed = bench.bench_sizes(
+        subjects, images, {64: None, 96: None}, torch.device("cpu"), "fp32", "eager", settings, EV
+    )
+    per_round = 2  # 6 runs over 3 rounds
+    rounds = [calls[i : i + 2 * 2 * per_round] for i in range(0, len(calls), 8)]
+    assert len(rounds) == 3
+    assert [r[0][0] for r in rounds] == [64, 96, 64]  # the size order rotates
+    assert [r[0][1] for r in rounds] == ["fusion/none", "fusion/asff", "fusion/none"]
+    for r in rounds:  # every size and model in every round
+        assert {(z, n) for z, n in r} == {(z, s.name) for z in (64, 96) for s in subjects}
+    for z in (64, 96):
+        times, extra = timed[z]
+        assert times["fusion/asff"]["round"] == [0, 0, 1, 1, 2, 2]
+        assert extra["fusion/asff"]["throughput"] > 0
