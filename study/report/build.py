@@ -644,11 +644,17 @@ def build_report(
     metrics = results_dir / "metrics.json"
     write_json(metrics, compact_metrics(all_runs))
     paths.append(metrics)
-    # the tables' provenance: the code and params that made them (each run's own files carry
-    # theirs in their meta)
-    prov = out / "provenance.json"
-    written = sorted(str(p) for p in paths)
-    write_json(prov, {**provenance(dict(params)), "stage": "study report", "files": written})
-    paths.append(prov)
+    paths.append(write_provenance(out, params, "study report", paths))
     log.info("wrote %s", ", ".join(map(str, paths)))
     return paths
+
+
+def write_provenance(
+    out_dir: Path, params: Mapping[str, Any], stage: str, paths: Sequence[Path]
+) -> Path:
+    """``out_dir/provenance.json``: the code and params that made the tables (each run's own
+    files carry theirs in their meta) and the files written."""
+    prov = out_dir / "provenance.json"
+    written = sorted(str(p) for p in paths)
+    write_json(prov, {**provenance(dict(params)), "stage": stage, "files": written})
+    return prov

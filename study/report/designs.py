@@ -27,7 +27,6 @@ from typing import Any
 import pandas as pd
 
 from study.errors import StudyError
-from study.provenance import provenance
 from study.report.build import (
     analysis_report,
     category_names,
@@ -36,9 +35,10 @@ from study.report.build import (
     fusion_experiments,
     fusion_report,
     profile_of,
+    write_provenance,
 )
 from study.report.speed import read_bench
-from study.report.tables import PAIRWISE, TABLE3, delta_cell, write_table
+from study.report.tables import PAIRWISE, TABLE3, delta_cell, lookup_delta, write_table
 from study.utils import write_json
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,8 @@ def _against(deltas: pd.DataFrame, design: str, other: str) -> dict[str, Any] | 
         (TABLE3, design, other, 1.0),
         (PAIRWISE, other, design, -1.0),
     ):
-        hit = deltas[
-            (deltas["family"] == family)
-            & (deltas["experiment"] == exp)
-            & (deltas["reference"] == ref)
-            & (deltas["metric"] == "AP")
-        ]
-        if not hit.empty:
-            r = hit.iloc[0]
+        r = lookup_delta(deltas, ref, exp, "AP", family)
+        if r is not None:
             lo, hi = sorted((sign * r["lo"], sign * r["hi"]))
             return {
                 "delta": sign * r["delta"],
@@ -156,11 +150,6 @@ def designs_report(params: Mapping[str, Any], results_dir: str | Path) -> list[P
     metrics = root / "metrics.json"
     write_json(metrics, compact_metrics(fusion.runs[fusion.runs["experiment"].isin(designs)]))
     paths.append(metrics)
-    prov = out / "provenance.json"
-    written = sorted(str(p) for p in paths)
-    write_json(
-        prov, {**provenance(dict(params)), "stage": "study report --designs", "files": written}
-    )
-    paths.append(prov)
+    paths.append(write_provenance(out, params, "study report --designs", paths))
     log.info("wrote %s", ", ".join(map(str, paths)))
     return paths

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from study.report.analysis import separated_below
-from study.report.tables import _lookup
+from study.report.tables import lookup_delta
 
 REPLICATED, NOT_REPLICATED, INCONCLUSIVE = "replicated", "not replicated", "inconclusive"
 NOT_TESTED = "not tested on this profile"
@@ -167,7 +167,8 @@ def _chain_claim(claim: str, ev: Evidence, row: str, ref: str) -> dict[str, str]
 
 def claim_c2(ev: Evidence) -> dict[str, str]:
     rows = {
-        m: _lookup(ev.deltas, "fusion/none", "fusion/asff", m) for m in ("AP", "APs", "APm", "APl")
+        m: lookup_delta(ev.deltas, "fusion/none", "fusion/asff", m)
+        for m in ("AP", "APs", "APm", "APl")
     }
     if any(r is None for r in rows.values()):
         return _not_tested("C2", "needs the asff and none fusion runs")
@@ -185,7 +186,9 @@ def claim_c2(ev: Evidence) -> dict[str, str]:
 
 
 def claim_c3(ev: Evidence) -> dict[str, str]:
-    rows = {f: _lookup(ev.deltas, "fusion/none", f"fusion/{f}", "APl") for f in ("sum", "concat")}
+    rows = {
+        f: lookup_delta(ev.deltas, "fusion/none", f"fusion/{f}", "APl") for f in ("sum", "concat")
+    }
     if any(r is None for r in rows.values()):
         return _not_tested("C3", "needs the sum, concat and none runs")
     measured = "; ".join(f"{f} − none ΔAPl {_pts(r)}" for f, r in rows.items())

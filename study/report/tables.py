@@ -151,7 +151,7 @@ def fusion_table(
     for _, row in summary.iterrows():
         exp = row["experiment"]
         strategy = names[exp]
-        d = {m: _lookup(deltas, reference, exp, m) for m in DELTA_METRICS}
+        d = {m: lookup_delta(deltas, reference, exp, m) for m in DELTA_METRICS}
         learned = not pd.isna(row["AP"]) and row["AP"] >= min_ap
         shown.append(
             {
@@ -202,7 +202,7 @@ def _converged_text(converged: Mapping[str, Mapping[str, Any]] | None, exp: str)
 TABLE3, PAIRWISE = "table3", "pairwise"
 
 
-def _lookup(
+def lookup_delta(
     deltas: pd.DataFrame | None, reference: str, exp: str, metric: str, family: str = TABLE3
 ) -> dict[str, Any] | None:
     """The difference row of ``exp`` against ``reference`` for ``metric`` in ``family`` (None if
@@ -227,7 +227,7 @@ def pairwise_table(
     for other in names:
         if other == strategy:
             continue
-        d = {m: _lookup(deltas, other, strategy, m, PAIRWISE) for m in DELTA_METRICS}
+        d = {m: lookup_delta(deltas, other, strategy, m, PAIRWISE) for m in DELTA_METRICS}
         if d["AP"] is None:
             continue
         label = f"{names[strategy]} − {names[other]}"
