@@ -3,24 +3,38 @@ gradient mix "object" from one level with "background" from the others?
 
 For the three pre-fusion maps x^0, x^1, x^2 (the neck's outputs, stride 32, 16, 8; the paper's
 x^1..x^3) and each head level's own loss L^k, ``level_gradients`` takes g^{n<-k} = dL^k/dx^n
-(one ``torch.autograd.grad`` per level). Every location of x^n is labelled by the loss's own target
-assignment at every level k (``LevelLabels``): positive (an object assigned there), ignored (a
-negative whose box already overlaps an object) or background. At a location of x^k that is
-positive at level k and background at the two others, the conflict is what the other levels'
-losses send to it:
+(one ``torch.autograd.grad`` per level).
 
-    share  = |sum_{j != k} g^{k<-j}| / (|g^{k<-k}| + |sum_{j != k} g^{k<-j}|)
-    cosine = cos(g^{k<-k}, sum_{j != k} g^{k<-j})
+**The location set is fixed by the ground truth alone** (``assigned_labels``): every object goes
+to the level of its best predefined anchor (w/h IoU, as the loss assigns it) and to the cell of
+its centre there. A location of x^k is analysed when it is such a cell at level k and no object
+sits at another level within one cell of it (``MARGIN``: a 3x3 convolution or a strided
+resampling carries a neighbour's gradient). Predictions never enter, so the same locations are
+analysed at every checkpoint and for every strategy (the loss's ignore rule, which reads the
+predicted boxes, is not used).
 
-(norms over channels at the location). With sum or concat fusion both are set by the features;
-the paper argues ASFF's weights can scale the other levels' terms to zero. Its argument treats
-the weights as constants, so every quantity is measured twice: with the full gradient, and with
-the weights detached (``LevelResize.detach_weights``). For fusions with weights, the locations
-also record the weight that the other levels' outputs give to level k there (``w_others``) and
-that level k's own output gives to it (``w_own``).
+At such a location, with own = g^{k<-k} and cross = sum_{j != k} g^{k<-j} (channel vectors):
+
+    own norm, cross norm = |own| / s, |cross| / s   (s: the batch's loss per image, so that
+                                                     checkpoints with different losses compare)
+    cosine               = cos(own, cross); negative cosine = conflict (PCGrad's definition)
+    share                = |cross| / (|own| + |cross|)
+
+The share is a ratio to the level's own gradient: it rises when that gradient shrinks (a level
+whose own weight is near 0, a loss already fitted) without any change in what the other levels
+send. The paper's mechanism (ASFF's weights scale the other levels' terms towards 0) is a
+statement about the cross norm; whether those terms oppose the own one at all is the cosine's.
+
+With sum or concat fusion these are set by the features; the paper argues ASFF's weights can
+scale the other levels' terms to zero. Its argument treats the weights as constants, so every
+quantity is measured twice: with the full gradient, and with the weights detached
+(``LevelResize.detach_weights``). For fusions with weights, the locations also record the weight
+that the other levels' outputs give to level k there (``w_others``) and that level k's own output
+gives to it (``w_own``).
 
 Measured with BatchNorm in training mode (batch statistics), as training computes the gradient
-(``study.analysis.run`` sets the mode).
+(``study.analysis.run`` sets the mode). Claim C6 (``agreement``) reads the weights in eval mode,
+as inference computes them.
 """
 
 from __future__ import annotations
@@ -34,14 +48,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.engine.loss import LevelLoss, YOLOLoss
+from study.engine.loss import LevelLoss, YOLOLoss, wh_iou
 from study.models.fusions.resize import LevelResize
 
-BACKGROUND, IGNORED, POSITIVE = 0, 1, 2  # ordered: the max over a region is its label
+BACKGROUND, POSITIVE = 0, 1
 GRADIENT_MODES = ("full", "detached")
 # COCO's size buckets (object area in original-image pixels)
 BUCKETS = ("small", "medium", "large")
 SMALL_AREA, LARGE_AREA = 32.0**2, 96.0**2
+MARGIN = 1  # cells around another level's object that are not "background" there
 
 
 def size_bucket(area: Tensor) -> Tensor:
@@ -51,30 +66,69 @@ def size_bucket(area: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class LevelLabels:
-    """One level's assignment on its own grid: ``label`` (B, H, W) in BACKGROUND / IGNORED /
-    POSITIVE (a cell is positive if any anchor slot is, ignored if any is and none is positive)
-    and ``area`` (B, H, W), the original-image area of the object assigned there (0 elsewhere)."""
+    """One level's assignment on its own grid: ``label`` (B, H, W), POSITIVE where an object
+    is assigned, BACKGROUND elsewhere, and ``area`` (B, H, W), the original-image area of the
+    largest object assigned there (0 elsewhere)."""
 
     label: Tensor
     area: Tensor
 
-    @classmethod
-    def from_loss(cls, level: LevelLoss, object_area: Tensor) -> LevelLabels:
-        positive = (level.obj_target > 0).any(dim=1)
-        ignored = (level.obj_weight == 0).any(dim=1) & ~positive
-        label = torch.full_like(positive, BACKGROUND, dtype=torch.long)
-        label[ignored] = IGNORED
-        label[positive] = POSITIVE
-        idx = level.gt_index.amax(dim=1)  # the (last) object assigned at the cell
-        area = torch.where(idx >= 0, object_area[idx.clamp(min=0)], torch.zeros_like(idx).float())
-        return cls(label, area)
+    def on_grid(self, size: tuple[int, int], margin: int = 0) -> LevelLabels:
+        """The labels seen from another level's grid, after growing the positives by ``margin``
+        cells on their own grid: a coarser cell takes the strongest label (and largest object)
+        of the finer cells it covers, a finer cell that of its parent."""
+        label, area = self.label.float(), self.area
+        if margin:
+            k = 2 * margin + 1
+            label = F.max_pool2d(label[:, None], k, stride=1, padding=margin)[:, 0]
+            area = F.max_pool2d(area[:, None], k, stride=1, padding=margin)[:, 0]
+        return LevelLabels(resample(label, size, "max").long(), resample(area, size, "max"))
 
-    def on_grid(self, size: tuple[int, int]) -> LevelLabels:
-        """The labels seen from another level's grid: a coarser cell takes the strongest label
-        (and largest object) of the finer cells it covers, a finer cell that of its parent."""
-        return LevelLabels(
-            resample(self.label.float(), size, "max").long(), resample(self.area, size, "max")
-        )
+
+def object_levels(criterion: YOLOLoss, boxes: Tensor) -> Tensor:
+    """The level each (N, 4) XYXY box is assigned to: that of its best predefined anchor by
+    w/h IoU (first on ties), as the loss assigns it."""
+    wh = boxes[:, 2:] - boxes[:, :2]
+    anchors = criterion.anchors.to(boxes.device)
+    best = wh_iou(wh[:, None, :], anchors[None, :, :]).argmax(dim=1)
+    return criterion.level_of.to(boxes.device)[best]
+
+
+def assigned_labels(
+    criterion: YOLOLoss,
+    targets: list[dict],
+    object_area: Tensor,
+    grids: Sequence[tuple[int, int]],
+    strides: Sequence[int],
+) -> list[LevelLabels]:
+    """Every level's labels from the ground truth alone: each object positive at the cell of its
+    centre on its assigned level (``object_levels``); the same at every checkpoint."""
+    device = object_area.device
+    per_image = [target_boxes(t, device) for t in targets]
+    boxes = torch.cat(per_image) if per_image else torch.zeros((0, 4), device=device)
+    image = torch.cat(
+        [
+            torch.full((len(bx),), b, dtype=torch.long, device=device)
+            for b, bx in enumerate(per_image)
+        ]
+        or [torch.zeros(0, dtype=torch.long, device=device)]
+    )
+    levels = object_levels(criterion, boxes)
+    out = []
+    for k, ((h, w), stride) in enumerate(zip(grids, strides, strict=True)):
+        label = torch.zeros((len(targets), h, w), dtype=torch.long, device=device)
+        area = torch.zeros((len(targets), h, w), device=device)
+        sel = torch.nonzero(levels == k).squeeze(1)
+        if sel.numel():
+            cx = (boxes[sel, 0] + boxes[sel, 2]) / 2
+            cy = (boxes[sel, 1] + boxes[sel, 3]) / 2
+            i = (cx / stride).long().clamp(0, w - 1)
+            j = (cy / stride).long().clamp(0, h - 1)
+            label[image[sel], j, i] = POSITIVE
+            flat = (image[sel] * h + j) * w + i
+            area.view(-1).scatter_reduce_(0, flat, object_area[sel], reduce="amax")
+        out.append(LevelLabels(label, area))
+    return out
 
 
 def resample(x: Tensor, size: tuple[int, int], reduce: str) -> Tensor:
@@ -112,6 +166,7 @@ class Pass:
     levels: list[LevelLoss]
     weights: list[Tensor] | None  # per output level (B, 3, H, W), or None
     fused: list[Tensor]
+    loss_per_image: float  # sum over levels of L^k, divided by the batch size
 
 
 def level_gradients(
@@ -131,16 +186,18 @@ def level_gradients(
         fused, weights = model.fuse(feats)
         outputs = model.predict_levels(fused)
         levels = criterion.level_losses(outputs, targets, img_size)
-        grads = []
+        grads, loss = [], 0.0
         for k, level in enumerate(levels):
             total = sum(level.terms.values())
+            loss += float(total.detach())
             g = torch.autograd.grad(
                 total, feats, retain_graph=k < len(levels) - 1, allow_unused=True
             )
             pairs = zip(g, feats, strict=True)
             grads.append([torch.zeros_like(f) if gi is None else gi for gi, f in pairs])
     detached_weights = None if weights is None else [w.detach() for w in weights]
-    return Pass(grads, levels, detached_weights, [f.detach() for f in fused])
+    batch = feats[0].shape[0]
+    return Pass(grads, levels, detached_weights, [f.detach() for f in fused], loss / batch)
 
 
 def target_boxes(target: dict, device: torch.device | None = None) -> Tensor:
@@ -162,50 +219,64 @@ def object_areas(targets: list[dict], device: torch.device) -> Tensor:
     return torch.cat(areas) if areas else torch.zeros(0, device=device)
 
 
+SAMPLE_KEYS = (
+    "level",
+    "bucket",
+    "own_norm",
+    "cross_norm",
+    "share",
+    "cosine",
+    "w_others",
+    "w_own",
+)
+
+
 @dataclass
 class ConflictSamples:
-    """Per-location values, collected over batches; one entry per (positive level k) location."""
+    """Per-location values (``SAMPLE_KEYS``), collected over batches; one entry per analysed
+    location (positive at its level k, background at the others)."""
 
-    level: list[np.ndarray] = field(default_factory=list)
-    bucket: list[np.ndarray] = field(default_factory=list)
-    share: list[np.ndarray] = field(default_factory=list)
-    cosine: list[np.ndarray] = field(default_factory=list)
-    w_others: list[np.ndarray] = field(default_factory=list)
-    w_own: list[np.ndarray] = field(default_factory=list)
+    values: dict[str, list[np.ndarray]] = field(
+        default_factory=lambda: {k: [] for k in SAMPLE_KEYS}
+    )
 
     def add(self, **values: Tensor) -> None:
         for key, v in values.items():
-            getattr(self, key).append(v.detach().cpu().numpy())
+            self.values[key].append(v.detach().cpu().numpy().astype(np.float64))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        keys = ("level", "bucket", "share", "cosine", "w_others", "w_own")
-        return {
-            k: np.concatenate(getattr(self, k)) if getattr(self, k) else np.zeros(0) for k in keys
-        }
+        return {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.values.items()}
 
 
-def conflict_at_positives(p: Pass, object_area: Tensor, samples: ConflictSamples) -> None:
-    """Add every location of x^k positive at level k and background at the other levels."""
-    labels = [LevelLabels.from_loss(level, object_area) for level in p.levels]
+def conflict_locations(labels: Sequence[LevelLabels], k: int) -> tuple[Tensor, Tensor]:
+    """(mask, area) on level k's grid: positive at level k and no object at another level
+    within ``MARGIN`` cells; the area of the object there."""
+    grid = tuple(labels[k].label.shape[-2:])
+    mask = labels[k].label == POSITIVE
+    for j, lab in enumerate(labels):
+        if j != k:
+            mask &= lab.on_grid(grid, margin=MARGIN).label == BACKGROUND
+    return mask, labels[k].area
+
+
+def conflict_at_positives(p: Pass, labels: Sequence[LevelLabels], samples: ConflictSamples) -> None:
+    """Add every conflict location (``conflict_locations``) of every level of the batch."""
     n_levels = len(labels)
+    scale = p.loss_per_image if p.loss_per_image > 0 else float("nan")
     for k in range(n_levels):
-        grid = tuple(labels[k].label.shape[-2:])
-        seen = [lab.on_grid(grid) for lab in labels]
-        mask = seen[k].label == POSITIVE
-        for j in range(n_levels):
-            if j != k:
-                mask &= seen[j].label == BACKGROUND
+        mask, area = conflict_locations(labels, k)
         if not mask.any():
             continue
         own = p.grads[k][k]  # (B, C, H, W) on level k's grid
         others = sum(p.grads[j][k] for j in range(n_levels) if j != k)
-        own_v = own.permute(0, 2, 3, 1)[mask]  # (N, C)
-        oth_v = others.permute(0, 2, 3, 1)[mask]
+        own_v = own.permute(0, 2, 3, 1)[mask].double()  # (N, C)
+        oth_v = others.permute(0, 2, 3, 1)[mask].double()
         own_n, oth_n = own_v.norm(dim=1), oth_v.norm(dim=1)
         total = own_n + oth_n
-        share = torch.where(total > 0, oth_n / total.clamp(min=1e-30), torch.nan)
-        cosine = F.cosine_similarity(own_v, oth_v, dim=1, eps=1e-30)
+        share = torch.where(total > 0, oth_n / total.clamp(min=1e-300), torch.nan)
+        cosine = F.cosine_similarity(own_v, oth_v, dim=1, eps=1e-300)
         cosine = torch.where((own_n > 0) & (oth_n > 0), cosine, torch.nan)
+        grid = mask.shape[-2:]
         if p.weights is not None:
             w_own = p.weights[k][:, k][mask]
             w_oth = torch.stack(
@@ -215,7 +286,9 @@ def conflict_at_positives(p: Pass, object_area: Tensor, samples: ConflictSamples
             w_own = w_oth = torch.full_like(share, torch.nan)
         samples.add(
             level=torch.full_like(share, k),
-            bucket=size_bucket(seen[k].area[mask]).float(),
+            bucket=size_bucket(area[mask]).double(),
+            own_norm=own_n / scale,
+            cross_norm=oth_n / scale,
             share=share,
             cosine=cosine,
             w_others=w_oth,
@@ -223,20 +296,38 @@ def conflict_at_positives(p: Pass, object_area: Tensor, samples: ConflictSamples
         )
 
 
-def summarize(samples: dict[str, np.ndarray]) -> list[dict[str, float | str | int]]:
-    """Rows per size bucket (and ``all``): location count and the means/medians."""
+def _measures(samples: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, float | int]:
+    """The summary of the locations ``sel``: count, means (and medians) of every measure and
+    the negative-cosine share (of the locations whose cosine is defined)."""
+    share, cos = samples["share"][sel], samples["cosine"][sel]
+    finite_cos = cos[np.isfinite(cos)]
+    return {
+        "locations": int(sel.sum()),
+        "nonfinite": int((~np.isfinite(share)).sum()),
+        "own_norm_mean": _nanstat(np.mean, samples["own_norm"][sel]),
+        "own_norm_median": _nanstat(np.median, samples["own_norm"][sel]),
+        "cross_norm_mean": _nanstat(np.mean, samples["cross_norm"][sel]),
+        "cross_norm_median": _nanstat(np.median, samples["cross_norm"][sel]),
+        "share_mean": _nanstat(np.mean, share),
+        "share_median": _nanstat(np.median, share),
+        "cosine_mean": _nanstat(np.mean, cos),
+        "negative_cosine": float((finite_cos < 0).mean()) if finite_cos.size else float("nan"),
+        "w_others_mean": _nanstat(np.mean, samples["w_others"][sel]),
+        "w_own_mean": _nanstat(np.mean, samples["w_own"][sel]),
+    }
+
+
+def summarize(
+    samples: dict[str, np.ndarray], levels: int = 3
+) -> list[dict[str, float | str | int]]:
+    """Rows per level and size bucket (and ``all`` sizes of the level); levels are never
+    pooled: their locations differ in object size, weight and gradient scale."""
     rows = []
-    for b, name in [(None, "all"), *enumerate(BUCKETS)]:
-        sel = np.ones(len(samples["share"]), bool) if b is None else samples["bucket"] == b
-        share, cos = samples["share"][sel], samples["cosine"][sel]
-        row: dict[str, float | str | int] = {"bucket": name, "locations": int(sel.sum())}
-        row["nonfinite"] = int((~np.isfinite(share)).sum())
-        row["share_mean"] = _nanstat(np.nanmean, share)
-        row["share_median"] = _nanstat(np.nanmedian, share)
-        row["cosine_mean"] = _nanstat(np.nanmean, cos)
-        row["w_others_mean"] = _nanstat(np.nanmean, samples["w_others"][sel])
-        row["w_own_mean"] = _nanstat(np.nanmean, samples["w_own"][sel])
-        rows.append(row)
+    for k in range(levels):
+        at_level = samples["level"] == k
+        for b, name in [(None, "all"), *enumerate(BUCKETS)]:
+            sel = at_level if b is None else at_level & (samples["bucket"] == b)
+            rows.append({"level": k, "bucket": name, **_measures(samples, sel)})
     return rows
 
 
@@ -245,60 +336,63 @@ def _nanstat(fn, values: np.ndarray) -> float:  # noqa: ANN001
     return float(fn(finite)) if finite.size else float("nan")
 
 
-def binned_by_weight(samples: dict[str, np.ndarray], bins: int = 10) -> list[dict[str, float]]:
-    """Mean conflict share in bins of ``w_others`` (fusions with weights; empty otherwise)."""
-    w, share = samples["w_others"], samples["share"]
-    ok = np.isfinite(w) & np.isfinite(share)
+BIN_MEASURES = ("share_mean", "cosine_mean", "negative_cosine", "own_norm_mean", "cross_norm_mean")
+
+
+def binned_by_weight(
+    samples: dict[str, np.ndarray], bins: int = 10, levels: int = 3
+) -> list[dict[str, float | int]]:
+    """Per level, the measures (``BIN_MEASURES``) in bins of ``w_others`` (fusions with
+    weights; empty otherwise). Binned within a level only: pooled over levels, a bin's value
+    would mostly tell which level fills it."""
+    ok = np.isfinite(samples["w_others"])
     if not ok.any():
         return []
     edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(w[ok], edges) - 1, 0, bins - 1)
+    which = np.clip(np.digitize(samples["w_others"], edges) - 1, 0, bins - 1)
     rows = []
-    for i in range(bins):
-        sel = which == i
-        if sel.any():
-            rows.append(
-                {
-                    "w_low": float(edges[i]),
-                    "w_high": float(edges[i + 1]),
-                    "locations": int(sel.sum()),
-                    "share_mean": float(share[ok][sel].mean()),
-                }
-            )
+    for k in range(levels):
+        for i in range(bins):
+            sel = ok & (samples["level"] == k) & (which == i)
+            if sel.any():
+                m = _measures(samples, sel)
+                rows.append(
+                    {
+                        "level": k,
+                        "w_low": float(edges[i]),
+                        "w_high": float(edges[i + 1]),
+                        "locations": m["locations"],
+                        **{key: m[key] for key in BIN_MEASURES},
+                    }
+                )
     return rows
 
 
 def agreement(
-    levels: Sequence[LevelLoss],
+    object_level: Tensor,
     weights: Sequence[Tensor],
     targets: list[dict],
     object_area: Tensor,
     strides: Sequence[int],
 ) -> list[tuple[int, int, int, np.ndarray]]:
-    """Claim C6: per object positive at level k, the weights at its centre cell on output level k.
+    """Claim C6: per object, assigned to level k (``object_levels``), the weights at its centre
+    cell on output level k.
 
-    Returns (level k, size bucket, argmax input level, the three weights) per object; an object
-    that lost its cell to another object (the loss's last-target-wins rule) is not counted.
+    Returns (level k, size bucket, argmax input level, the three weights) per object.
     """
-    centres, image_of = [], []
+    records = []
+    n = 0
     for b, t in enumerate(targets):
         boxes = target_boxes(t)
-        centres.append(
-            torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), 1)
-        )
-        image_of.append(torch.full((len(boxes),), b, dtype=torch.long))
-    if not centres:
-        return []
-    centre, image = torch.cat(centres), torch.cat(image_of)
-    out = []
-    for k, level in enumerate(levels):
-        assigned = level.gt_index[level.gt_index >= 0].unique()
-        w = weights[k]  # (B, 3, H, W)
-        h, wd = w.shape[-2:]
-        for idx in assigned.tolist():
-            i = int(min(max(centre[idx, 0].item() // strides[k], 0), wd - 1))
-            j = int(min(max(centre[idx, 1].item() // strides[k], 0), h - 1))
-            vec = w[int(image[idx]), :, j, i].cpu().numpy()
-            bucket = int(size_bucket(object_area[idx : idx + 1])[0])
-            out.append((k, bucket, int(vec.argmax()), vec))
-    return out
+        for box in boxes:
+            k = int(object_level[n])
+            w = weights[k]  # (B, 3, H, W)
+            h, wd = w.shape[-2:]
+            cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+            i = int(min(max(cx // strides[k], 0), wd - 1))
+            j = int(min(max(cy // strides[k], 0), h - 1))
+            vec = w[b, :, j, i].cpu().numpy()
+            bucket = int(size_bucket(object_area[n : n + 1])[0])
+            records.append((k, bucket, int(vec.argmax()), vec))
+            n += 1
+    return records

@@ -2,8 +2,10 @@
 at each of its snapshots (``train.snapshots``) and its final weights.
 
 Writes ``results/<experiment>/seed<k>/analysis/``:
-    gradients.csv      conflict share and cosine per checkpoint, gradient mode and size bucket
-    gradient_bins.csv  conflict share against the weight the other levels give (final weights)
+    gradients.csv      per checkpoint, gradient mode, level and size bucket: the own and cross-level
+                       gradient norms, cosine, negative-cosine share and conflict share
+    gradient_bins.csv  the same measures per level against the weight the other levels give
+                       (final weights)
     agreement.csv      claim C6: does the largest weight pick the object's assigned level?
     maps.npz           images, boxes, weight maps and fused activations for the figures
     summary.json       settings, checkpoints, definitions and provenance
@@ -24,15 +26,19 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from study.analysis.gradients import (
+    BIN_MEASURES,
     BUCKETS,
     GRADIENT_MODES,
+    MARGIN,
     ConflictSamples,
     agreement,
+    assigned_labels,
     binned_by_weight,
     box_areas,
     conflict_at_positives,
     level_gradients,
     object_areas,
+    object_levels,
     size_bucket,
     summarize,
     target_boxes,
@@ -57,15 +63,28 @@ DEFAULTS: dict[str, Any] = {
     "fractions": [0.0, 0.5],  # snapshots analysed (fractions of the run); the final weights always
 }
 DEFINITIONS = {
-    "share": "|sum_{j!=k} dL^j/dx^k| / (|dL^k/dx^k| + |sum_{j!=k} dL^j/dx^k|) at locations of "
-    "x^k positive at level k and background at the other levels (channel norms)",
+    "locations": "fixed by the ground truth alone, the same at every checkpoint and for every "
+    "strategy: cells of x^k where an object is assigned at level k (its best predefined anchor's "
+    f"level, its centre's cell) and no object is assigned at another level within {MARGIN} cell "
+    "(on that level's grid)",
+    "own_norm": "|dL^k/dx^k| at the location (channel norm), divided by the batch's loss per "
+    "image (sum over levels), so that checkpoints with different losses compare",
+    "cross_norm": "|sum_{j!=k} dL^j/dx^k|, scaled the same way: what the other levels' losses "
+    "send to the location (the term the paper argues ASFF's weights can switch off)",
+    "share": "cross / (own + cross) norms: a ratio to the level's own gradient, so it also "
+    "rises when that gradient shrinks",
     "cosine": "cos(dL^k/dx^k, sum_{j!=k} dL^j/dx^k) at the same locations",
+    "negative_cosine": "share of the locations with a negative cosine (PCGrad's definition of "
+    "conflicting gradients; 0.5 when the directions are unrelated)",
     "w_others": "mean weight the other output levels give to input level k at the location",
     "w_own": "weight output level k gives to its own input level at the location",
     "gradient modes": "full: the real gradient; detached: the fusion weights treated as "
     "constants (the paper's section 3.3 argument ignores the gradient through them)",
-    "mode": "training-mode BatchNorm (batch statistics over each analysis batch), as training "
-    "computes the gradient; the weight maps use eval mode, as inference does",
+    "mode": "training-mode BatchNorm (batch statistics over each analysis batch) for the "
+    "gradients, as training computes them; eval mode for the agreement (C6) and the weight maps, "
+    "as inference computes the weights",
+    "agreement": "per object, at its centre cell on its assigned level (as the locations): does "
+    "the largest of that output level's weights fall on its own input level",
     "nonfinite": "locations whose share is not finite (a non-finite gradient), left out",
 }
 
@@ -158,10 +177,9 @@ def analyze_checkpoint(
     loader: DataLoader,
     device: torch.device,
     label: str,
-) -> tuple[dict[str, dict[str, np.ndarray]], list]:
-    """Conflict samples per gradient mode and the C6 agreement records over the loader."""
+) -> dict[str, dict[str, np.ndarray]]:
+    """Conflict samples per gradient mode over the loader."""
     samples = {mode: ConflictSamples() for mode in GRADIENT_MODES}
-    records: list = []
     # BatchNorm with batch statistics, as training computes the gradient: the initial weights'
     # running statistics are unset (eval mode would measure an exploding network).
     model.train()
@@ -174,16 +192,39 @@ def analyze_checkpoint(
         with torch.no_grad():
             feats = model.features(images)
         size = tuple(images.shape[-2:])
+        grids = [tuple(f.shape[-2:]) for f in feats]
+        labels = assigned_labels(criterion, plain, areas, grids, model.strides)
         p = level_gradients(model, criterion, feats, plain, size)
-        conflict_at_positives(p, areas, samples["full"])
+        conflict_at_positives(p, labels, samples["full"])
         if p.weights is None:
             # No weights to detach: the detached gradient is the full one (not recomputed).
             samples["detached"] = samples["full"]
             continue
-        records += agreement(p.levels, p.weights, plain, areas, model.strides)
         p = level_gradients(model, criterion, feats, plain, size, detach=True)
-        conflict_at_positives(p, areas, samples["detached"])
-    return {m: s.arrays() for m, s in samples.items()}, records
+        conflict_at_positives(p, labels, samples["detached"])
+    return {m: s.arrays() for m, s in samples.items()}
+
+
+def agreement_records(
+    model: torch.nn.Module,
+    criterion,  # noqa: ANN001
+    loader: DataLoader,
+    device: torch.device,
+) -> list:
+    """Claim C6's records over the loader, with the model in eval mode (the weights inference
+    computes); empty for a fusion without weights."""
+    model.eval()
+    records: list = []
+    for images, targets in loader:
+        with torch.no_grad():
+            _, weights = model.fuse(model.features(images.to(device)))
+        if weights is None:
+            return []
+        areas = object_areas(targets, device)
+        boxes = [target_boxes(t, device) for t in targets]
+        levels = object_levels(criterion, torch.cat(boxes)) if boxes else torch.zeros(0)
+        records += agreement(levels, weights, targets, areas, model.strides)
+    return records
 
 
 def agreement_rows(label: str, frac: float, records: list) -> list[dict[str, Any]]:
@@ -235,7 +276,10 @@ def weight_maps(model: torch.nn.Module, dataset, indices: list[int], device) -> 
 # Columns of the CSV files (None: those of the rows); empty files keep their header.
 CSV_FILES: dict[str, tuple[str, list[str] | None]] = {
     "gradients": ("gradients.csv", None),
-    "bins": ("gradient_bins.csv", ["mode", "w_low", "w_high", "locations", "share_mean"]),
+    "bins": (
+        "gradient_bins.csv",
+        ["mode", "level", "w_low", "w_high", "locations", *BIN_MEASURES],
+    ),
     "agreement": (
         "agreement.csv",
         [
@@ -293,9 +337,9 @@ def analyze_weights(
     check_classes(blob, weights_path, dataset)
     criterion = build_criterion(model, cfg["train"]).to(device)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    samples, records = analyze_checkpoint(model, criterion, loader, device, label)
+    samples = analyze_checkpoint(model, criterion, loader, device, label)
     model.load_state_dict(state)  # undo the running-statistics updates of training mode
-    model.eval()
+    records = agreement_records(model, criterion, loader, device)
     return model, samples, records
 
 

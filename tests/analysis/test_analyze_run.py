@@ -13,13 +13,15 @@ import torch
 from torchvision import tv_tensors
 
 from study.analysis import analyze_run
+from study.analysis.gradients import POSITIVE, assigned_labels, object_areas, target_boxes
 from study.analysis.run import check_settings, choose_map_images, image_kinds
 from study.config import load_experiment
-from study.data import CocoDetection
+from study.data import CocoDetection, collate, eval_dataset
 from study.data.synthetic import MIN_IMG_SIZE, generate
+from study.engine.loss import build_criterion
 from study.engine.trainer import Trainer
 from study.errors import ConfigError, StudyError
-from study.models.weights import save_weights
+from study.models.weights import load_weights, save_weights
 from study.models.zoo import build_model_from_config
 from study.runs import RunPaths
 
@@ -90,8 +92,16 @@ def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
     assert list(dict.fromkeys(grads["fraction"])) == [0.0, 0.5, 1.0]
     assert set(grads["mode"]) == {"full", "detached"}
     assert set(grads["bucket"]) == {"all", "small", "medium", "large"}
-    located = grads[grads["bucket"] == "all"]
-    assert (located["locations"] > 0).all()
+    assert set(grads["level"]) == {0, 1, 2}
+    # the location set comes from the ground truth alone: the same at every checkpoint and mode
+    counts = grads.pivot_table(
+        index=["level", "bucket"], columns=["checkpoint", "mode"], values="locations"
+    )
+    assert (counts.nunique(axis=1) == 1).all()
+    located = grads[(grads["bucket"] == "all") & (grads["locations"] > 0)]
+    assert len(located) >= 6  # at least two levels with locations, every checkpoint and mode
+    assert (located["own_norm_mean"] > 0).all() and (located["cross_norm_mean"] >= 0).all()
+    assert located["negative_cosine"].between(0, 1).all()
     assert located["share_mean"].between(0, 1).all()
     assert located["w_others_mean"].between(0, 1).all()  # ASFF has weights
     # the weights depend on the features: the detached gradient differs from the full one
@@ -110,7 +120,29 @@ def test_analyze_run_writes_every_checkpoint_and_mode(trained) -> None:
     summary = json.loads((paths.analysis / "summary.json").read_text())
     assert summary["images"] == 6 and summary["fusion"] == "asff" and summary["has_weights"]
     assert [c["label"] for c in summary["checkpoints"]] == ["init", "50%", "final"]
-    assert "share" in summary["definitions"] and summary["meta"]["threads"] >= 1
+    assert {"share", "cross_norm", "negative_cosine", "locations"} <= set(summary["definitions"])
+    assert summary["meta"]["threads"] >= 1
+
+
+def test_the_fixed_locations_are_the_losss_positives(trained) -> None:
+    """``assigned_labels`` reproduces the loss's own assignment (any anchor slot positive) of
+    the trained model's batch: the analysed cells are where the loss puts objects."""
+    cfg, paths = trained
+    model, _ = load_weights(paths.model, torch.device("cpu"))
+    criterion = build_criterion(model, cfg["train"])
+    dataset = eval_dataset(cfg)
+    images, targets = collate([dataset[i] for i in range(4)])
+    plain = [{"boxes": target_boxes(t), "labels": t["labels"]} for t in targets]
+    model.train()
+    outputs = model.predict_levels(model.fuse(model.features(images))[0])
+    levels = criterion.level_losses(outputs, plain, (96, 96))
+    grids = [tuple(level.obj_target.shape[-2:]) for level in levels]
+    labels = assigned_labels(
+        criterion, plain, object_areas(targets, torch.device("cpu")), grids, model.strides
+    )
+    assert sum(int(lab.label.sum()) for lab in labels) > 0
+    for level, lab in zip(levels, labels, strict=True):
+        assert torch.equal((level.obj_target > 0).any(dim=1), lab.label == POSITIVE)
 
 
 def test_a_fusion_without_weights_has_no_agreement_and_one_gradient(trained, tmp_path) -> None:
