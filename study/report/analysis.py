@@ -22,7 +22,18 @@ def analysis_dir(results_dir: Path, experiment: str, seed: int) -> Path:
     return run_dir(results_dir, experiment, seed) / "analysis"
 
 
-GRADIENT_COLUMNS = ("checkpoint", "fraction", "mode", "bucket", "locations", "share_mean")
+LEVEL_NAMES = ("stride 32", "stride 16", "stride 8")  # the analysis's levels 0, 1, 2
+# The gradient measures (study/analysis/gradients.py): column -> (shown as, scale, digits)
+MEASURES = {
+    "own_norm_mean": ("‖own‖ ×10³", 1e3, 2),
+    "cross_norm_mean": ("‖cross‖ ×10³", 1e3, 2),
+    "cosine_mean": ("cosine", 1.0, 3),
+    "negative_cosine": ("cos < 0", 1.0, 2),
+    "share_mean": ("share", 1.0, 2),
+    "w_others_mean": ("w_others", 1.0, 2),
+}
+GRADIENT_COLUMNS = ("checkpoint", "fraction", "mode", "level", "bucket", "locations", *MEASURES)
+BIN_COLUMNS = ("mode", "level", "w_low", "w_high", "locations", "cross_norm_mean", "share_mean")
 AGREEMENT_COLUMNS = ("checkpoint", "bucket", "objects", "rate")
 
 
@@ -39,7 +50,7 @@ def collect_analysis(
             folder = analysis_dir(results_dir, experiment, seed)
             for key, name, cols in (
                 ("gradients", "gradients.csv", GRADIENT_COLUMNS),
-                ("bins", "gradient_bins.csv", ("mode", "w_low", "share_mean")),
+                ("bins", "gradient_bins.csv", BIN_COLUMNS),
                 ("agreement", "agreement.csv", AGREEMENT_COLUMNS),
             ):
                 frame = read_csv(folder / name, cols, written_by="study analyze")
@@ -67,7 +78,7 @@ def _ms(values: pd.Series, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _cells(
+def seed_cells(
     row: dict[str, str],
     num: dict[str, object],
     shown: str,
@@ -75,10 +86,11 @@ def _cells(
     values: pd.Series,
     digits: int = 2,
     std: bool = True,
+    scale: float = 1.0,
 ) -> None:
-    """Seeds' ``values`` as the display cell ``shown`` (mean ± std) and the numeric columns
-    ``key`` and (with ``std``) ``<key>_std``."""
-    row[shown] = _ms(values, digits)
+    """Seeds' ``values`` as the display cell ``shown`` (mean ± std of ``scale`` x values) and
+    the numeric columns ``key`` and (with ``std``) ``<key>_std`` (unscaled)."""
+    row[shown] = _ms(scale * values, digits)
     mean, spread, _ = _stats(values)
     num[key] = mean
     if std:
@@ -94,33 +106,78 @@ def checkpoint_order(gradients: pd.DataFrame) -> list[str]:
 def gradient_table(
     gradients: pd.DataFrame, fusions: Sequence[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display, numeric): per fusion, the conflict share at every checkpoint (full gradient,
-    all sizes), then at the final weights detached, by size, the cosine and the weights."""
-    ckpts = checkpoint_order(gradients)
+    """(display, numeric): per fusion, level and size (rows without locations left out), every
+    measure (``MEASURES``) at the final weights with the full gradient, and the cross-level
+    norm with the weights detached. Levels are never pooled."""
+    final = gradients[gradients["checkpoint"] == "final"]
     shown, numeric = [], []
     for fusion in fusions:
-        g = gradients[gradients["fusion"] == fusion]
+        for level, name in enumerate(LEVEL_NAMES):
+            for bucket in BUCKET_ORDER:
+                at = final[
+                    (final["fusion"] == fusion)
+                    & (final["level"] == level)
+                    & (final["bucket"] == bucket)
+                ]
+                full, detached = at[at["mode"] == "full"], at[at["mode"] == "detached"]
+                if full.empty or not (full["locations"] > 0).any():
+                    continue
+                row: dict[str, str] = {"strategy": fusion, "level": name, "size": bucket}
+                num: dict[str, object] = {
+                    "strategy": fusion,
+                    "level": level,
+                    "stride": name.split()[-1],
+                    "bucket": bucket,
+                }
+                row["locations"] = f"{int(full['locations'].mean())}"
+                num["locations"] = float(full["locations"].mean())
+                for column, (label, scale, digits) in MEASURES.items():
+                    seed_cells(row, num, label, column, full[column], digits, scale=scale)
+                seed_cells(
+                    row,
+                    num,
+                    "‖cross‖ ×10³, weights detached",
+                    "cross_norm_detached",
+                    detached["cross_norm_mean"],
+                    scale=1e3,
+                )
+                num["seeds"] = int(full["seed"].nunique())
+                shown.append(row)
+                numeric.append(num)
+    return pd.DataFrame(shown), pd.DataFrame(numeric)
 
-        def sel(ckpt: str, mode: str = "full", bucket: str = "all", g=g) -> pd.DataFrame:  # noqa: ANN001
-            return g[(g["checkpoint"] == ckpt) & (g["mode"] == mode) & (g["bucket"] == bucket)]
 
-        row: dict[str, str] = {"strategy": fusion}
-        num: dict[str, object] = {"strategy": fusion}
-        for ckpt in ckpts:
-            _cells(row, num, f"share {ckpt}", f"share_{ckpt}", sel(ckpt)["share_mean"])
-        final = sel("final")
-        detached = sel("final", "detached")["share_mean"]
-        _cells(row, num, "share final, weights detached", "share_final_detached", detached)
-        for bucket in BUCKET_ORDER[1:]:
-            by_size = sel("final", bucket=bucket)["share_mean"]
-            _cells(row, num, f"share final {bucket}", f"share_final_{bucket}", by_size)
-        _cells(row, num, "cosine final", "cosine_final", final["cosine_mean"], 3)
-        _cells(row, num, "w_others final", "w_others_final", final["w_others_mean"], std=False)
-        row["locations per seed"] = f"{int(final['locations'].mean())}" if len(final) else "–"
-        num["locations"] = float(final["locations"].mean()) if len(final) else math.nan
-        num["seeds"] = int(final["seed"].nunique()) if len(final) else 0
-        shown.append(row)
-        numeric.append(num)
+def gradient_checkpoint_table(
+    gradients: pd.DataFrame, fusions: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numeric): per fusion and level (all sizes, full gradient), the cross-level
+    norm, the negative-cosine share and the conflict share at every checkpoint: the same
+    locations throughout, so a change is the model's."""
+    ckpts = checkpoint_order(gradients)
+    g = gradients[(gradients["mode"] == "full") & (gradients["bucket"] == "all")]
+    shown, numeric = [], []
+    for fusion in fusions:
+        for level, name in enumerate(LEVEL_NAMES):
+            at = g[(g["fusion"] == fusion) & (g["level"] == level)]
+            if at.empty or not (at["locations"] > 0).any():
+                continue
+            row: dict[str, str] = {"strategy": fusion, "level": name}
+            num: dict[str, object] = {"strategy": fusion, "level": level}
+            for column, key in (
+                ("cross_norm_mean", "cross"),
+                ("negative_cosine", "negative_cosine"),
+                ("share_mean", "share"),
+            ):
+                label, scale, digits = MEASURES[column]
+                for ckpt in ckpts:
+                    values = at[at["checkpoint"] == ckpt][column]
+                    seed_cells(
+                        row, num, f"{label} {ckpt}", f"{key}_{ckpt}", values, digits, scale=scale
+                    )
+            row["locations"] = f"{int(at['locations'].mean())}"
+            num["locations"] = float(at["locations"].mean())
+            shown.append(row)
+            numeric.append(num)
     return pd.DataFrame(shown), pd.DataFrame(numeric)
 
 

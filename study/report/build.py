@@ -21,7 +21,13 @@ from study.errors import StudyError
 from study.eval.coco_eval import read_detections
 from study.eval.resample import ImageWeightedAP
 from study.provenance import provenance
-from study.report.analysis import agreement_table, analysis_dir, collect_analysis, gradient_table
+from study.report.analysis import (
+    agreement_table,
+    analysis_dir,
+    collect_analysis,
+    gradient_checkpoint_table,
+    gradient_table,
+)
 from study.report.anchors import anchor_usage, usage_report_data
 from study.report.collect import AP_COLUMNS, collect_runs, detections_path, run_dir
 from study.report.curves import (
@@ -34,11 +40,12 @@ from study.report.curves import (
     curve_table,
     read_curves,
 )
+from study.report.errors import errors_report
 from study.report.figures import (
     budget_figure,
-    conflict_share_figure,
+    gradient_measures_figure,
     learning_curves_figure,
-    share_vs_weight_figure,
+    measures_vs_weight_figure,
     weight_maps_figure,
 )
 from study.report.scorecard import RULES, Evidence, scorecard, verdict_counts
@@ -425,31 +432,55 @@ def _analysed(results_dir: Path, experiments: Sequence[str], seeds: Sequence[int
     return True
 
 
-def _gradient_consistency_table(
+GRADIENT_NOTES = [
+    "Locations (the same at every checkpoint and for every strategy): cells of x^k where an "
+    "object is assigned at level k (the level of its best predefined anchor, the cell of its "
+    "centre) and no object is assigned at another level within one cell. Chosen from the "
+    "ground truth alone, so a change over training or between strategies is the model's, not "
+    "the set's.",
+    "‖own‖ = ‖g^{k←k}‖, ‖cross‖ = ‖Σ_{j≠k} g^{k←j}‖ (channel norms at the location), divided "
+    "by the batch's loss per image so checkpoints compare; shown ×10³. The paper's section 3.3 "
+    "argues that ASFF's weights can scale the cross term to 0: ‖cross‖ is the measure of that "
+    "claim (C5). cos < 0: share of locations where the cross term opposes the own one "
+    "(PCGrad's definition of a conflict; 0.5 when the directions are unrelated). share = "
+    "‖cross‖ / (‖own‖ + ‖cross‖) is kept for comparison: it is a ratio to the level's own "
+    "gradient and rises when that gradient shrinks (a level whose own weight is near 0, a loss "
+    "already fitted), with no change in what the other levels send.",
+    "Gradients with BatchNorm in training mode (batch statistics), as training computes them; "
+    "one backward per head level on the neck's three output maps (what the fusion reads). "
+    "'weights detached': the fusion weights treated as constants in the backward pass, as "
+    "the paper's argument does; for fusions without weights it is the full gradient.",
+    "`none` has ‖cross‖ = 0 by construction: without fusion a level's loss does not reach the "
+    "other levels' maps after the neck (the levels still meet in the neck's top-down path, "
+    "before x^k, which this measure does not cover). w_others: the weight the other output "
+    "levels give to input level k at the location (fusions with weights).",
+]
+
+
+def _gradient_tables(
     data: dict[str, pd.DataFrame], fusions: Sequence[str], out_dir: Path, where: str
 ) -> list[Path]:
+    """``gradient_consistency`` (final weights, per level and size) and
+    ``gradient_checkpoints`` (per level, over training)."""
     shown, numeric = gradient_table(data["gradients"], fusions)
     caption = (
-        f"**Gradient consistency (paper section 3.3, measured)**, {where}. Conflict share at "
-        "locations of x^k positive at level k and background at the other levels: the part of "
-        "the gradient at x^k that comes from the other levels' losses, |Σ_{j≠k} g^{k←j}| / "
-        "(|g^{k←k}| + |Σ_{j≠k} g^{k←j}|), mean over locations, mean ± std over seeds."
+        f"**Gradient consistency (paper section 3.3, measured)**, {where}, final weights, full "
+        "gradient. At locations positive at level k and background at the other levels: the "
+        "own level's and the other levels' gradient at x^k, their cosine, the share of "
+        "locations where they oppose, the conflict share; per level and object size, mean over "
+        "locations, mean ± std over seeds."
     )
-    notes = [
-        "Checkpoints: the run's snapshots (`train.snapshots`: init = the initial weights) and "
-        "its final weights. Gradients with BatchNorm in training mode (batch statistics), as "
-        "training computes them; one backward per head level on the neck's three output maps "
-        "(what the fusion reads).",
-        "'weights detached': the fusion weights treated as constants in the backward pass, as "
-        "the paper's argument does; for fusions without weights it is the full gradient.",
-        "`none` is 0 by construction: without fusion a level's loss does not reach the other "
-        "levels' maps after the neck (the levels still meet in the neck's top-down path, "
-        "before x^k, which this measure does not cover).",
-        "cosine: between g^{k←k} and Σ_{j≠k} g^{k←j} at the same locations (negative = the "
-        "other levels push the other way). w_others: the weight the other output levels give "
-        "to input level k at those locations (fusions with weights).",
-    ]
-    return write_table(out_dir, "gradient_consistency", shown, numeric, caption, notes)
+    paths = write_table(out_dir, "gradient_consistency", shown, numeric, caption, GRADIENT_NOTES)
+    shown, numeric = gradient_checkpoint_table(data["gradients"], fusions)
+    caption = (
+        f"**Gradient consistency over training**, {where}, full gradient, all sizes: the "
+        "cross-level gradient, the share of locations where it opposes the own one and the "
+        "conflict share at each checkpoint (init = the initial weights), per level; the same "
+        "locations at every checkpoint. Mean ± std over seeds."
+    )
+    notes = GRADIENT_NOTES[:2]
+    paths += write_table(out_dir, "gradient_checkpoints", shown, numeric, caption, notes)
+    return paths
 
 
 def _weight_agreement_table(
@@ -461,13 +492,15 @@ def _weight_agreement_table(
         return []
     caption = (
         f"**Does the largest fusion weight pick the assigned level? (claim C6)**, {where}, "
-        "final weights. For each ground-truth object positive at level k, the weights at "
+        "final weights. For each ground-truth object assigned to level k, the weights at "
         "its centre cell on output level k: % of objects whose largest weight is on input "
         "level k (chance 33.3), mean ± std over seeds."
     )
     notes = [
-        "Sizes by COCO's area thresholds in original-image pixels (32², 96²). An object "
-        "that lost its cell to another one (the loss's last-target-wins rule) is not counted.",
+        "Sizes by COCO's area thresholds in original-image pixels (32², 96²). Every object is "
+        "counted at its assigned level (its best predefined anchor's) and centre cell. The "
+        "weights are read in eval mode (running BatchNorm statistics), as inference computes "
+        "them.",
         "`scalar` has one weight per level for all locations, so its rate per size is 100 % "
         "or 0 % by construction.",
     ]
@@ -532,21 +565,24 @@ def analysis_report(
         f"profile `{profile_of(runs)}`, dataset {_dataset_label(runs)} ({analysed} analysed), "
         f"seeds {', '.join(map(str, seeds))}"
     )
-    paths = _gradient_consistency_table(data, fusions, out_dir, where)
+    paths = _gradient_tables(data, fusions, out_dir, where)
     paths += _weight_agreement_table(data, fusions, out_dir, where)
-    paths += conflict_share_figure(
+    paths += gradient_measures_figure(
         data["gradients"],
         fusions,
         figures_dir,
-        f"Conflict share over training ({where}); points: seeds, lines: their mean",
+        f"Gradient measures over training per level, full gradient, all sizes, the same "
+        f"locations at every checkpoint ({where}); points: seeds, lines: their mean. None's "
+        "cross-level gradient is 0 (not drawn on the log scale).",
     )
     weighted = _weighted_fusions(data, fusions)
     paths += (
-        share_vs_weight_figure(
+        measures_vs_weight_figure(
             data["bins"],
             weighted,
             figures_dir,
-            f"Conflict share against the weight the other levels give (final weights; {where})",
+            "Cross-level gradient and conflict share against the weight the other levels give, "
+            f"per level (final weights, full gradient; {where})",
         )
         or []
     )
@@ -619,6 +655,8 @@ def build_report(
         paths += p
         seed = _seeds(params)[0]
         paths += anchors_report(results_dir, "fusion/none", seed, fusion.annotations, out)
+        where = f"profile `{profile_of(fusion.runs)}`, dataset {_dataset_label(fusion.runs)}"
+        paths += errors_report(results_dir, fusion.runs, fusion.annotations, out, figures, where)[0]
     p, table1_runs = table1_report(params, results_dir, out, bench)
     paths += p
     frames = [table1_runs] if fusion is None else [fusion.runs, table1_runs]

@@ -1,7 +1,7 @@
 """Figures of the report stage (PNG for the README, SVG for papers), written reproducibly (no
-timestamps, fixed SVG ids): the conflict share over training, the conflict share against the
-fusion weight, fusion-weight maps like the paper's Fig. 3/4, and the speed-accuracy figure
-(Fig. 1)."""
+timestamps, fixed SVG ids): the gradient measures over training and against the fusion weight
+(per level), fusion-weight maps like the paper's Fig. 3/4, the speed-accuracy figure (Fig. 1),
+learning and budget curves."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from study.report.analysis import BUCKET_ORDER, checkpoint_order  # noqa: E402
+from study.report.analysis import LEVEL_NAMES, checkpoint_order  # noqa: E402
 from study.utils import atomic_path  # noqa: E402
 
 plt.rcParams["svg.hashsalt"] = "asff-study"
-LEVEL_NAMES = ("stride 32", "stride 16", "stride 8")
 WEIGHT_NAMES = ("alpha (from stride 32)", "beta (from stride 16)", "gamma (from stride 8)")
 
 
@@ -37,94 +36,126 @@ def save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def conflict_share_figure(
+# The measures the gradient figures draw (columns of the analysis's gradients.csv)
+GRADIENT_PANELS = (
+    ("cross_norm_mean", "|cross-level gradient| / loss", True),
+    ("own_norm_mean", "|own-level gradient| / loss", True),
+    ("negative_cosine", "share with cosine < 0", False),
+    ("share_mean", "conflict share", False),
+)
+
+
+def _seed_points_and_mean(ax, x, values, colour, label, jitter: float = 0.0) -> None:  # noqa: ANN001
+    """Seeds as points, their mean as a line (non-positive values dropped on a log axis)."""
+    frame = pd.DataFrame({"x": x, "v": values}).dropna()
+    if ax.get_yscale() == "log":
+        frame = frame[frame["v"] > 0]
+    if frame.empty:
+        return
+    ax.scatter(frame["x"] + jitter, frame["v"], s=9, color=colour, alpha=0.55)
+    mean = frame.groupby("x")["v"].mean()
+    ax.plot(mean.index, mean.to_numpy(), color=colour, label=label)
+
+
+def gradient_measures_figure(
     gradients: pd.DataFrame, fusions: Sequence[str], out_dir: Path, caption: str
 ) -> list[Path]:
-    """Conflict share (mean over locations; points: seeds, line: their mean) at each checkpoint,
-    per fusion; columns: all sizes, small, medium, large; rows: full and detached gradient."""
+    """Rows: the measures of ``GRADIENT_PANELS`` (full gradient, all sizes); columns: the three
+    levels, never pooled; x: the checkpoints (the same locations at each). Points: seeds,
+    lines: their mean."""
     order = checkpoint_order(gradients)
-    modes = ("full", "detached")
+    x_of = {c: i for i, c in enumerate(order)}
+    g = gradients[(gradients["mode"] == "full") & (gradients["bucket"] == "all")]
     fig, axes = plt.subplots(
-        len(modes),
-        len(BUCKET_ORDER),
-        figsize=(3.2 * len(BUCKET_ORDER), 3.0 * len(modes)),
+        len(GRADIENT_PANELS),
+        len(LEVEL_NAMES),
+        figsize=(3.3 * len(LEVEL_NAMES), 2.5 * len(GRADIENT_PANELS)),
         sharex=True,
-        sharey=True,
         squeeze=False,
     )
     palette = dict(zip(fusions, sns.color_palette("tab10", len(fusions)), strict=True))
-    x_of = {c: i for i, c in enumerate(order)}
-    for r, mode in enumerate(modes):
-        for c, bucket in enumerate(BUCKET_ORDER):
+    for r, (column, label, log) in enumerate(GRADIENT_PANELS):
+        for c, level_name in enumerate(LEVEL_NAMES):
             ax = axes[r][c]
-            g = gradients[(gradients["mode"] == mode) & (gradients["bucket"] == bucket)]
+            if log:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(-0.02, 1.02)
             for i, fusion in enumerate(fusions):
-                f = g[g["fusion"] == fusion]
-                if f.empty:
-                    continue
-                xs = f["checkpoint"].map(x_of) + (i - len(fusions) / 2) * 0.04
-                ax.scatter(xs, f["share_mean"], s=10, color=palette[fusion], alpha=0.6)
-                mean = f.groupby("checkpoint")["share_mean"].mean().reindex(order)
-                ax.plot(range(len(order)), mean.to_numpy(), color=palette[fusion], label=fusion)
-            ax.set_title(f"{bucket}, {mode} gradient", fontsize=9)
+                f = g[(g["fusion"] == fusion) & (g["level"] == c)]
+                jitter = (i - len(fusions) / 2) * 0.04
+                xs = f["checkpoint"].map(x_of).to_numpy(dtype=float)
+                _seed_points_and_mean(ax, xs, f[column].to_numpy(), palette[fusion], fusion, jitter)
+            if r == 0:
+                ax.set_title(level_name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
             ax.set_xticks(range(len(order)), order)
             ax.set_xlim(-0.5, len(order) - 0.5)
-            ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
-            if c == 0:
-                ax.set_ylabel("conflict share")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[2][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, title="fusion")
-    fig.suptitle(caption, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
-    return save(fig, out_dir, "conflict_share")
+    fig.suptitle(textwrap.fill(caption, 130), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.97))
+    return save(fig, out_dir, "gradient_measures")
 
 
-def share_vs_weight_figure(
+def measures_vs_weight_figure(
     bins: pd.DataFrame, fusions: Sequence[str], out_dir: Path, caption: str
 ) -> list[Path] | None:
-    """Final weights: conflict share against the weight the other levels give to the location's
-    level (bins of 0.1; points per seed, line pooled), for fusions with weights."""
-    b = bins[bins["fusion"].isin(fusions)] if not bins.empty else bins
+    """Final weights, full gradient: the cross-level norm and the conflict share against the
+    weight the other levels give to the location's level (bins of 0.1), one column per level
+    (a bin pooled over levels would mostly say which level fills it). Points: seeds (size:
+    locations), lines: the seeds' locations pooled."""
+    b = bins[bins["fusion"].isin(fusions) & (bins["mode"] == "full")] if not bins.empty else bins
     if b.empty:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.4), sharey=True)
+    panels = (("cross_norm_mean", "|cross-level gradient| / loss", True), GRADIENT_PANELS[3])
+    fig, axes = plt.subplots(
+        len(panels), len(LEVEL_NAMES), figsize=(10, 5.6), sharex=True, squeeze=False
+    )
     palette = dict(zip(fusions, sns.color_palette("tab10", len(fusions)), strict=True))
-    for ax, mode in zip(axes, ("full", "detached"), strict=True):
-        m = b[b["mode"] == mode]
-        for fusion in fusions:
-            f = m[m["fusion"] == fusion]
-            if f.empty:
-                continue
-            f = f.astype({"w_low": float, "w_high": float, "locations": float})
-            centre = (f["w_low"] + f["w_high"]) / 2
-            ax.scatter(
-                centre,
-                f["share_mean"],
-                s=8 + 30 * f["locations"] / f["locations"].max(),
-                color=palette[fusion],
-                alpha=0.5,
-            )
-            pooled = f.assign(w=centre, s=f["share_mean"] * f["locations"]).groupby("w")
-            line = pooled["s"].sum() / pooled["locations"].sum()
-            ax.plot(line.index, line.to_numpy(), color=palette[fusion], label=fusion)
-        ax.set_xlabel("weight the other levels give to this level (w_others)")
-        ax.set_title(f"{mode} gradient", fontsize=9)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("conflict share")
-    axes[-1].legend(fontsize=8)
-    fig.suptitle(caption, fontsize=9)
-    fig.tight_layout()
-    return save(fig, out_dir, "share_vs_weight")
+    b = b.astype({"w_low": float, "w_high": float, "locations": float})
+    for r, (column, label, log) in enumerate(panels):
+        for c, level_name in enumerate(LEVEL_NAMES):
+            ax = axes[r][c]
+            if log:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+            for fusion in fusions:
+                f = b[(b["fusion"] == fusion) & (b["level"] == c)].dropna(subset=[column])
+                if log:
+                    f = f[f[column] > 0]
+                if f.empty:
+                    continue
+                centre = (f["w_low"] + f["w_high"]) / 2
+                size = 8 + 30 * f["locations"] / f["locations"].max()
+                ax.scatter(centre, f[column], s=size, color=palette[fusion], alpha=0.5)
+                pooled = f.assign(w=centre, s=f[column] * f["locations"]).groupby("w")
+                line = pooled["s"].sum() / pooled["locations"].sum()
+                ax.plot(line.index, line.to_numpy(), color=palette[fusion], label=fusion)
+            ax.set_xlim(0, 1)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(level_name, fontsize=9)
+            if r == len(panels) - 1:
+                ax.set_xlabel("w_others: weight the other levels give this level", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, title="fusion")
+    fig.suptitle(textwrap.fill(caption, 120), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.96))
+    return save(fig, out_dir, "measures_vs_weight")
 
 
 def weight_maps_figure(
     maps_path: Path, name: str, out_dir: Path, caption: str, class_names: Sequence[str] = ()
 ) -> list[Path] | None:
     """Like the paper's Fig. 3/4: per image and output level, the image with its boxes, the
-    alpha/beta/gamma maps (0..1) and the fused map's mean activation."""
+    alpha/beta/gamma maps (one colour scale, 0..1, with its bar) and the fused map's mean
+    activation (one scale per output level across the images, with its bar)."""
     with np.load(maps_path) as data:
         arrays = {k: data[k] for k in data.files}
     images = sorted(int(k[5:]) for k in arrays if k.startswith("image") and k[5:].isdigit())
@@ -132,6 +163,11 @@ def weight_maps_figure(
         return None
     rows = [(n, k) for n in images for k in range(3)]
     cols = 5
+    # the activations' scale per output level, shared by the images (their values compare)
+    activation_scale = []
+    for k in range(3):
+        values = np.concatenate([arrays[f"activation{n}_level{k}"].ravel() for n in images])
+        activation_scale.append((float(values.min()), float(values.max())))
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.0 * cols, 2.0 * len(rows)), squeeze=False)
     for r, (n, k) in enumerate(rows):
         ax = axes[r][0]
@@ -154,7 +190,7 @@ def weight_maps_figure(
         w = arrays[f"weights{n}_level{k}"]
         for i in range(3):
             ax = axes[r][1 + i]
-            ax.imshow(w[i], vmin=0, vmax=1, cmap="viridis")
+            weight_image = ax.imshow(w[i], vmin=0, vmax=1, cmap="viridis")
             ax.set_xticks([])
             ax.set_yticks([])
             if r < 3:
@@ -162,13 +198,23 @@ def weight_maps_figure(
             if i == 0:
                 ax.set_ylabel(f"output {LEVEL_NAMES[k]}", fontsize=7)
         ax = axes[r][4]
-        ax.imshow(arrays[f"activation{n}_level{k}"], cmap="magma")
+        activation = arrays[f"activation{n}_level{k}"]
+        low, high = activation_scale[k]
+        act_image = ax.imshow(activation, cmap="magma", vmin=low, vmax=high)
         ax.set_xticks([])
         ax.set_yticks([])
         if r < 3:
             ax.set_title("fused map, mean activation", fontsize=7)
+        if n == images[-1]:  # one scale per output level, its colour bar under its last row
+            bar = fig.colorbar(act_image, ax=ax, orientation="horizontal", fraction=0.08, pad=0.04)
+            bar.ax.tick_params(labelsize=5)
+            bar.set_label(f"activation, output {LEVEL_NAMES[k]}", fontsize=5)
     fig.suptitle(caption, fontsize=9, y=1.0)
-    fig.tight_layout(rect=(0, 0, 1, 0.99))
+    fig.tight_layout(rect=(0, 0, 0.95, 0.99))
+    cax = fig.add_axes((0.955, 0.3, 0.012, 0.4))
+    bar = fig.colorbar(weight_image, cax=cax)
+    bar.set_label("fusion weight (one scale, 0..1, for every weight map)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     return save(fig, out_dir, name)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.report.analysis import separated_below
+from study.report.analysis import LEVEL_NAMES, separated_below
 from study.report.tables import lookup_delta
 
 REPLICATED, NOT_REPLICATED, INCONCLUSIVE = "replicated", "not replicated", "inconclusive"
@@ -32,7 +32,8 @@ CLAIMS = {
     "C2": "ASFF's gain is mostly APs and APm, with APl flat",
     "C3": "Concat and sum fusion lower APl",
     "C4": "ASFF costs about 10 % latency (20 -> 22 ms)",
-    "C5": "ASFF lowers the gradient conflict share (below sum and concat)",
+    "C5": "ASFF lowers the gradient the other levels send to a level's object locations "
+    "(below sum and concat)",
     "C6": "ASFF's largest weight picks the level the object is assigned to",
     "C7": "ASFF* (RFB, DropBlock) adds about 1.8 AP over ASFF",
     "C8": "ASFF's gain over no fusion persists at convergence (not only faster early learning)",
@@ -64,10 +65,14 @@ RULES = {
     "batch 1, full width): replicated if the median of the rounds' ratios is within 1.10 ± "
     "0.05; not replicated if every round's ratio is outside that band on the same side; else "
     "inconclusive. On a CPU or at another size: 'not comparable', with the measured ratio.",
-    "C5": "conflict share at the final weights (full gradient, all sizes), per seed: replicated "
-    "if every asff seed is below every sum seed and every concat seed (3 vs 3 seeds: one-sided "
-    "permutation p = 0.05), not replicated if asff's mean is at or above both, else "
-    "inconclusive.",
+    "C5": "the cross-level gradient ‖Σ_{j≠k} g^{k←j}‖ / loss (the term the paper argues ASFF's "
+    "weights can switch off; an absolute norm, which a shrinking own gradient cannot move, "
+    "unlike the conflict share) at the fixed locations, final weights, full gradient, all "
+    "sizes, per level and seed: replicated if at every level every asff seed is below every "
+    "sum seed and every concat seed (3 vs 3 seeds: one-sided permutation p = 0.05 per level), "
+    "not replicated if at no level asff's mean is below both, else inconclusive. The "
+    "negative-cosine share (PCGrad's conflict) is reported beside it: near 0.5 the cross "
+    "term does not oppose the own one systematically.",
     "C6": "asff, final weights, per size bucket (a fusion that picks one level everywhere "
     "scores 100 % on one bucket and 0 % on the others): replicated if in every bucket every "
     "seed's agreement rate is more than two binomial standard errors above chance (1/3); not "
@@ -230,40 +235,60 @@ def claim_c4(ev: Evidence) -> dict[str, str]:
     return _result("C4", measured, spread, verdict)
 
 
-def _shares(
-    gradients: pd.DataFrame, fusion: str, mode: str = "full", checkpoint: str = "final"
+def _per_seed(
+    gradients: pd.DataFrame,
+    fusion: str,
+    column: str,
+    level: int,
+    mode: str = "full",
+    checkpoint: str = "final",
 ) -> np.ndarray:
-    """The conflict share (all sizes) of ``fusion`` at ``checkpoint`` per seed, in seed order."""
+    """``column`` (all sizes) of ``fusion`` at ``level`` and ``checkpoint`` per seed, in seed
+    order."""
     g = gradients[
         (gradients["fusion"] == fusion)
         & (gradients["checkpoint"] == checkpoint)
         & (gradients["mode"] == mode)
         & (gradients["bucket"] == "all")
+        & (gradients["level"] == level)
     ]
-    return g.sort_values("seed")["share_mean"].to_numpy(dtype=float)
+    return g.sort_values("seed")[column].to_numpy(dtype=float)
+
+
+C5_FUSIONS = ("asff", "sum", "concat")
 
 
 def claim_c5(ev: Evidence) -> dict[str, str]:
     g = ev.gradients
-    if g is None or g.empty or not {"asff", "sum", "concat"} <= set(g["fusion"]):
+    if g is None or g.empty or not set(C5_FUSIONS) <= set(g["fusion"]):
         return _not_tested("C5", "needs the analysis of asff, sum and concat")
-    shares = {f: _shares(g, f) for f in ("asff", "sum", "concat")}
-    detached = _shares(g, "asff", "detached")
-    init = _shares(g, "asff", checkpoint="init")
-    measured = "; ".join(f"{f} {np.nanmean(v):.3f}" for f, v in shares.items())
-    measured += f" (asff, weights detached {np.nanmean(detached):.3f}"
-    if init.size:
-        measured += f"; asff at init {np.nanmean(init):.3f}"
-    measured += ")"
-    spread = "; ".join(
-        f"{f} per seed " + ", ".join(f"{x:.3f}" for x in v) for f, v in shares.items()
-    )
-    verdict = _verdict(
-        separated_below(shares["asff"], shares["sum"])
-        and separated_below(shares["asff"], shares["concat"]),
-        np.nanmean(shares["asff"]) >= max(np.nanmean(shares["sum"]), np.nanmean(shares["concat"])),
-    )
-    return _result("C5", measured, spread, verdict)
+    levels = sorted(int(k) for k in g["level"].unique())
+    measured, spread, below, above = [], [], [], []
+    for k in levels:
+        cross = {f: _per_seed(g, f, "cross_norm_mean", k) for f in C5_FUSIONS}
+        if not all(np.isfinite(v).any() for v in cross.values()):
+            continue  # no locations at this level
+        negative = _per_seed(g, "asff", "negative_cosine", k)
+        measured.append(
+            f"{LEVEL_NAMES[k]}: ‖cross‖ ×10³ "
+            + ", ".join(f"{f} {1e3 * np.nanmean(v):.2f}" for f, v in cross.items())
+            + f" (asff cos < 0: {np.nanmean(negative):.2f})"
+        )
+        spread.append(
+            f"{LEVEL_NAMES[k]}: "
+            + "; ".join(f"{f} " + ", ".join(f"{1e3 * x:.2f}" for x in v) for f, v in cross.items())
+        )
+        below.append(
+            separated_below(cross["asff"], cross["sum"])
+            and separated_below(cross["asff"], cross["concat"])
+        )
+        above.append(
+            np.nanmean(cross["asff"]) >= min(np.nanmean(cross["sum"]), np.nanmean(cross["concat"]))
+        )
+    if not measured:
+        return _not_tested("C5", "no analysed locations at any level")
+    verdict = _verdict(all(below), all(above))
+    return _result("C5", "; ".join(measured), " | ".join(spread), verdict)
 
 
 def claim_c6(ev: Evidence) -> dict[str, str]:

@@ -3,6 +3,7 @@ from the analysis stage's files, reproducible figures, and each claim's verdict 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +29,31 @@ SEEDS = [0, 1, 2]
 CKPTS = (("init", 0.0), ("50%", 0.5), ("final", 1.0))
 
 
-def _gradient_rows(share: float) -> pd.DataFrame:
+def _gradient_rows(value: float, per_level: tuple[float, ...] = (1.0, 1.0, 1.0)) -> pd.DataFrame:
+    """The analysis's gradients.csv: at level k, checkpoint fraction f, the conflict share is
+    value x per_level[k] x (0.5 + f / 2) and the cross-level norm a hundredth of it."""
     rows = []
     for ckpt, frac in CKPTS:
         for mode in ("full", "detached"):
-            for bucket in ("all", "small", "medium", "large"):
-                rows.append(
-                    {
-                        "checkpoint": ckpt,
-                        "fraction": frac,
-                        "mode": mode,
-                        "bucket": bucket,
-                        "locations": 40,
-                        "share_mean": share * (0.5 + frac / 2),
-                        "share_median": share,
-                        "cosine_mean": -0.1,
-                        "w_others_mean": 0.3,
-                        "w_own_mean": 0.6,
-                    }
-                )
+            for level, factor in enumerate(per_level):
+                for bucket in ("all", "small", "medium", "large"):
+                    share = value * factor * (0.5 + frac / 2)
+                    rows.append(
+                        {
+                            "checkpoint": ckpt,
+                            "fraction": frac,
+                            "mode": mode,
+                            "level": level,
+                            "bucket": bucket,
+                            "locations": 0 if bucket == "large" and level == 2 else 40,
+                            "own_norm_mean": 0.02,
+                            "cross_norm_mean": share / 100,
+                            "cosine_mean": -0.01,
+                            "negative_cosine": 0.52,
+                            "share_mean": share,
+                            "w_others_mean": 0.3,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -86,17 +93,28 @@ def _write_analysis(
                 [
                     {
                         "mode": m,
+                        "level": level,
                         "w_low": 0.1 * i,
                         "w_high": 0.1 * i + 0.1,
                         "locations": 5,
+                        "cross_norm_mean": 0.005 - 0.0004 * i,
                         "share_mean": 0.5 - 0.04 * i,
                     }
                     for m in ("full", "detached")
+                    for level in range(3)
                     for i in range(10)
                 ]
                 if weighted
                 else [],
-                columns=["mode", "w_low", "w_high", "locations", "share_mean"],
+                columns=[
+                    "mode",
+                    "level",
+                    "w_low",
+                    "w_high",
+                    "locations",
+                    "cross_norm_mean",
+                    "share_mean",
+                ],
             )
             bins.to_csv(folder / "gradient_bins.csv", index=False)
             agree = _agreement_rows({"all": 0.6, "small": 0.9, "medium": 0.5, "large": 0.4})
@@ -136,23 +154,32 @@ def test_analysis_tables_and_figures(tmp_path: Path) -> None:
     params = {"fusions": FUSIONS, "seeds": SEEDS}
     paths, data = analysis_report(params, results, tmp_path / "t", tmp_path / "f", _runs())
     names = {p.name for p in paths}
-    for stem in ("gradient_consistency", "weight_agreement"):
+    for stem in ("gradient_consistency", "gradient_checkpoints", "weight_agreement"):
         assert {f"{stem}.md", f"{stem}.tex", f"{stem}.csv"} <= names
-    for fig in ("conflict_share", "share_vs_weight", "weight_maps_asff"):
+    for fig in ("gradient_measures", "measures_vs_weight", "weight_maps_asff"):
         assert {f"{fig}.png", f"{fig}.svg"} <= names
-    table = pd.read_csv(tmp_path / "t" / "gradient_consistency.csv").set_index("strategy")
-    # seeds 0, 1, 2 add 0, 0.01, 0.02: the final share is the mean, std 0.01
-    assert table.loc["sum", "share_final"] == pytest.approx(0.31)
-    assert table.loc["sum", "share_final_std"] == pytest.approx(0.01)
-    assert table.loc["sum", "share_init"] == pytest.approx(0.155)
+    table = pd.read_csv(tmp_path / "t" / "gradient_consistency.csv")
+    # per strategy, level and size, never pooled; a level-size cell without locations is left out
+    assert len(table) == 3 * 12 - 3
+    assert not ((table["level"] == 2) & (table["bucket"] == "large")).any()
+    row = table[(table["strategy"] == "sum") & (table["level"] == 1) & (table["bucket"] == "all")]
+    # seeds 0, 1, 2 add 0, 0.01, 0.02 to the share: the final share is the mean, std 0.01
+    assert row["share_mean"].item() == pytest.approx(0.31)
+    assert row["share_mean_std"].item() == pytest.approx(0.01)
+    assert row["cross_norm_mean"].item() == pytest.approx(0.0031)  # unscaled in the CSV
+    assert row["negative_cosine"].item() == pytest.approx(0.52)
+    over = pd.read_csv(tmp_path / "t" / "gradient_checkpoints.csv").set_index(["strategy", "level"])
+    assert over.loc[("sum", 0), "share_init"] == pytest.approx(0.155)
+    assert over.loc[("sum", 0), "cross_final"] == pytest.approx(0.0031)
     md = (tmp_path / "t" / "gradient_consistency.md").read_text()
-    assert "profile `test`" in md and "(50 analysed)" in md and "share init" in md
+    assert "profile `test`" in md and "(50 analysed)" in md and "‖cross‖ ×10³" in md
+    assert re.search(r"\| sum +\| +stride 16 \| +all \| +40 \| .* 3\.10 ± 0\.10 ", md)
     agree = pd.read_csv(tmp_path / "t" / "weight_agreement.csv").set_index("strategy")
     assert list(agree.index) == ["asff"] and agree.loc["asff", "rate_small"] == pytest.approx(0.9)
     # reproducible: the same inputs give byte-identical SVGs
-    first = (tmp_path / "f" / "conflict_share.svg").read_bytes()
+    first = (tmp_path / "f" / "gradient_measures.svg").read_bytes()
     analysis_report(params, results, tmp_path / "t", tmp_path / "f", _runs())
-    assert (tmp_path / "f" / "conflict_share.svg").read_bytes() == first
+    assert (tmp_path / "f" / "gradient_measures.svg").read_bytes() == first
 
 
 def test_analysis_of_some_runs_only_is_an_error(tmp_path: Path) -> None:
@@ -167,13 +194,20 @@ def test_analysis_of_some_runs_only_is_an_error(tmp_path: Path) -> None:
         analysis_report({"fusions": FUSIONS, "seeds": SEEDS}, results, tmp_path, tmp_path, _runs())
 
 
-def _evidence(shares: dict[str, list[float]], rates: dict[str, float], ratio=(1.1, 1.08, 1.12)):
-    """Evidence for the scorecard; ``ratio``: asff / none latency (median, min, max over the
-    bench's interleaved rounds)."""
+def _evidence(
+    shares: dict[str, list[float]],
+    rates: dict[str, float],
+    ratio=(1.1, 1.08, 1.12),
+    per_level: dict[str, tuple[float, ...]] | None = None,
+):
+    """Evidence for the scorecard; ``shares``: each fusion's final share per seed (its cross
+    norm a hundredth of it), ``per_level``: its factor per level; ``ratio``: asff / none
+    latency (median, min, max over the bench's interleaved rounds)."""
     grads, agree = [], []
     for fusion, values in shares.items():
+        factors = (per_level or {}).get(fusion, (1.0, 1.0, 1.0))
         for seed, v in enumerate(values):
-            grads.append(_gradient_rows(v / (0.5 + 0.5)).assign(fusion=fusion, seed=seed))
+            grads.append(_gradient_rows(v, factors).assign(fusion=fusion, seed=seed))
     for seed in SEEDS:
         agree.append(_agreement_rows(rates).assign(fusion="asff", seed=seed))
     runs = pd.DataFrame(
@@ -257,11 +291,17 @@ def test_scorecard_rules() -> None:
     assert v["C5"] == REPLICATED and v["C6"] == REPLICATED
     assert v["C3"] == INCONCLUSIVE  # concat's APl interval covers 0
     assert v["C1"].startswith(NOT_TESTED) and v["C7"].startswith(NOT_TESTED)
-    # ASFF's share above sum and concat; overlapping with one of them
+    # ASFF's cross-level gradient above sum and concat; overlapping with one of them
     above = {"asff": [0.4, 0.41, 0.42], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
     assert _verdicts(_evidence(above, every))["C5"] == NOT_REPLICATED
     overlap = {"asff": [0.1, 0.22, 0.35], "sum": [0.3, 0.31, 0.32], "concat": [0.2, 0.25, 0.3]}
     assert _verdicts(_evidence(overlap, every))["C5"] == INCONCLUSIVE
+    # below at two levels, above at the third: every level must agree
+    one_level = {"asff": (1.0, 1.0, 5.0)}
+    assert _verdicts(_evidence(apart, every, per_level=one_level))["C5"] == INCONCLUSIVE
+    card = scorecard(_evidence(apart, every)).set_index("claim")
+    assert "stride 8: ‖cross‖ ×10³ asff 1.10, sum 3.10, concat 2.50" in card.loc["C5", "measured"]
+    assert "asff cos < 0: 0.52" in card.loc["C5", "measured"]
     # one level picked everywhere: 100 % on small objects, 0 % on large ones
     constant = {"all": 0.55, "small": 1.0, "medium": 0.3, "large": 0.0}
     assert _verdicts(_evidence(apart, constant))["C6"] == NOT_REPLICATED

@@ -81,11 +81,19 @@ def test_build_report_writes_tables_with_captions_and_paper_numbers(study) -> No
     paths = build_report(params, results)
     names = sorted(p.name for p in paths)
     tables = ("fusion", "table1", "scorecard", "test_sizes", "asff_star")
+    tables += ("error_breakdown", "error_breakdown_sizes")
+    figures = ("speed_accuracy", "error_breakdown")
     assert names == sorted(
         [f"{t}.{ext}" for t in tables for ext in ("md", "tex", "csv")]
-        + ["runs.csv", "metrics.json", "speed_accuracy.png", "speed_accuracy.svg"]
-        + ["provenance.json"]
+        + [f"{f}.{ext}" for f in figures for ext in ("png", "svg")]
+        + ["runs.csv", "metrics.json", "provenance.json"]
     )
+    errors = pd.read_csv(results / "tables" / "error_breakdown.csv").set_index("strategy")
+    assert list(errors.index) == ["none", "good", "same"] and (errors["seeds"] == 3).all()
+    # `same` has none's detections: the same breakdown, seed by seed
+    for column in ("AP50", "cls", "loc", "miss", "FP", "FN"):
+        assert errors.loc["same", column] == pytest.approx(errors.loc["none", column])
+    assert errors.loc["good", "AP50"] > errors.loc["none", "AP50"]
     prov = json.loads((results / "tables" / "provenance.json").read_text())
     assert prov["stage"] == "study report" and len(prov["params_sha256"]) == 16
     assert prov["threads"] >= 1 and str(results / "tables" / "fusion.md") in prov["files"]
