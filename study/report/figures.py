@@ -93,8 +93,14 @@ def gradient_measures_figure(
             ax.set_xticks(range(len(order)), order)
             ax.set_xlim(-0.5, len(order) - 0.5)
             ax.grid(alpha=0.3)
-    handles, labels = axes[2][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8, title="fusion")
+    legend: dict[str, object] = {}  # every strategy once (none draws no cross-level panel)
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    ordered = [f for f in fusions if f in legend]
+    fig.legend(
+        [legend[f] for f in ordered], ordered, loc="center right", fontsize=8, title="fusion"
+    )
     fig.suptitle(textwrap.fill(caption, 130), fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.9, 0.97))
     return save(fig, out_dir, "gradient_measures")
