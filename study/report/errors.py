@@ -107,32 +107,18 @@ def error_figure(rows: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), sharey=True)
     for ax, size in zip(axes, panels, strict=True):
         at = data[data["size"] == size]
-        sns.barplot(
-            data=at,
-            x="error",
-            y="dAP",
-            hue="strategy",
-            order=list(MAIN_ERRORS),
-            hue_order=strategies,
-            palette=palette,
-            errorbar=None,
-            alpha=0.6,
-            ax=ax,
-            legend=size == "all",
-        )
-        sns.stripplot(
-            data=at,
-            x="error",
-            y="dAP",
-            hue="strategy",
-            order=list(MAIN_ERRORS),
-            hue_order=strategies,
-            palette=palette,
-            dodge=True,
-            size=2.5,
-            ax=ax,
-            legend=False,
-        )
+        common = {
+            "data": at,
+            "x": "error",
+            "y": "dAP",
+            "hue": "strategy",
+            "order": list(MAIN_ERRORS),
+            "hue_order": strategies,
+            "palette": palette,
+            "ax": ax,
+        }
+        sns.barplot(**common, errorbar=None, alpha=0.6, legend=size == "all")
+        sns.stripplot(**common, dodge=True, size=2.5, legend=False)
         ax.set_title(f"{size} objects" if size != "all" else "all sizes", fontsize=9)
         ax.set_xlabel("")
         ax.grid(axis="y", alpha=0.3)

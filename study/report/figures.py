@@ -45,6 +45,14 @@ GRADIENT_PANELS = (
 )
 
 
+def _measure_axis(ax, log: bool) -> None:  # noqa: ANN001
+    """A norm on a log scale, a share or fraction on 0..1."""
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(-0.02, 1.02)
+
+
 def _seed_points_and_mean(ax, x, values, colour, label, jitter: float = 0.0) -> None:  # noqa: ANN001
     """Seeds as points, their mean as a line (non-positive values dropped on a log axis)."""
     frame = pd.DataFrame({"x": x, "v": values}).dropna()
@@ -77,10 +85,7 @@ def gradient_measures_figure(
     for r, (column, label, log) in enumerate(GRADIENT_PANELS):
         for c, level_name in enumerate(LEVEL_NAMES):
             ax = axes[r][c]
-            if log:
-                ax.set_yscale("log")
-            else:
-                ax.set_ylim(-0.02, 1.02)
+            _measure_axis(ax, log)
             for i, fusion in enumerate(fusions):
                 f = g[(g["fusion"] == fusion) & (g["level"] == c)]
                 jitter = (i - len(fusions) / 2) * 0.04
@@ -125,10 +130,7 @@ def measures_vs_weight_figure(
     for r, (column, label, log) in enumerate(panels):
         for c, level_name in enumerate(LEVEL_NAMES):
             ax = axes[r][c]
-            if log:
-                ax.set_yscale("log")
-            else:
-                ax.set_ylim(-0.02, 1.02)
+            _measure_axis(ax, log)
             for fusion in fusions:
                 f = b[(b["fusion"] == fusion) & (b["level"] == c)].dropna(subset=[column])
                 if log:
