@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from study_helpers import tiny_study
 
@@ -328,3 +329,31 @@ def test_data_check_lists_every_problem_and_exits_2(
     assert main(["data", "check", str(tmp_path), "--split", "val2017"]) == 2
     out = capsys.readouterr().out
     assert "duplicate" in out and "area" in out and "train2017" not in out
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00garbage" * 50, "truncate", "not-a-dict"], ids=str)
+def test_a_corrupt_resume_checkpoint_is_one_error_and_touches_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes | str,
+) -> None:
+    work = _tiny_study(tmp_path)
+    monkeypatch.chdir(work)
+    assert main(["train", "fusion/none", "--seed", "3", "--max-iters", "1"]) == 0
+    ckpt = Path("runs/fusion/none/seed3/last.pt")
+    if content == "truncate":
+        ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    elif content == "not-a-dict":
+        torch.save([1, 2, 3], ckpt)
+    else:
+        ckpt.write_bytes(content)
+    before = {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "fusion/none", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "--force" in err and "Traceback" not in err
+    after = {p: p.read_bytes() for p in Path(".").rglob("*") if p.is_file()}
+    assert after == before  # nothing written, nothing removed
+    # --force starts the run over
+    assert main(["train", "fusion/none", "--seed", "3", "--max-iters", "1", "--force"]) == 0

@@ -118,7 +118,7 @@ def error_figure(rows: pd.DataFrame, out_dir: Path, caption: str) -> list[Path]:
             "ax": ax,
         }
         sns.barplot(**common, errorbar=None, alpha=0.6, legend=size == "all")
-        sns.stripplot(**common, dodge=True, size=2.5, legend=False)
+        sns.stripplot(**common, dodge=True, jitter=False, size=2.5, legend=False)  # reproducible
         ax.set_title(f"{size} objects" if size != "all" else "all sizes", fontsize=9)
         ax.set_xlabel("")
         ax.grid(axis="y", alpha=0.3)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from study.eval.errors import MAIN_ERRORS, SIZES, size_of, tide
@@ -208,3 +209,34 @@ def test_against_tidecv_where_installed() -> None:
     for error, value in run.fix_main_errors().items():
         assert got.delta[names[error]] == pytest.approx(value, abs=1e-9)
     assert got.counts == {names[e]: n for e, n in run.count_errors().items()}
+
+
+def test_the_error_table_and_figure_have_the_seed_spread_and_are_reproducible(
+    tmp_path: Path,
+) -> None:
+    from study.report.errors import error_figure, error_table
+
+    rows = []
+    for strategy, shift in (("none", 0.0), ("asff", -1.0)):
+        for seed in (0, 1, 2):
+            result = tide(GROUND_TRUTH, DETECTIONS)
+            base = {"experiment": f"fusion/{strategy}", "strategy": strategy, "seed": seed}
+            rows.append({**base, "size": "all", "error": "AP50", "dAP": result.ap50, "count": None})
+            for kind, value in result.delta.items():
+                rows.append(
+                    {**base, "size": "all", "error": kind, "dAP": value + shift + seed, "count": 1}
+                )
+            for size in SIZES:
+                for kind in MAIN_ERRORS:
+                    rows.append({**base, "size": size, "error": kind, "dAP": 1.0, "count": 1})
+    rows = pd.DataFrame(rows)
+    shown, numeric = error_table(rows, ["all"])
+    numeric = numeric.set_index("strategy")
+    assert numeric.loc["none", "cls"] == pytest.approx(TIDECV["delta"]["cls"] + 1)  # seeds 0, 1, 2
+    assert numeric.loc["none", "cls_std"] == pytest.approx(1.0)
+    assert numeric.loc["asff", "cls"] == pytest.approx(TIDECV["delta"]["cls"])
+    assert "±" in shown.loc[0, "Δ cls"] and list(shown.columns)[:2] == ["strategy", "AP50"]
+    first = error_figure(rows, tmp_path, "caption")
+    svg = (tmp_path / "error_breakdown.svg").read_bytes()
+    error_figure(rows, tmp_path, "caption")
+    assert (tmp_path / "error_breakdown.svg").read_bytes() == svg and len(first) == 2
