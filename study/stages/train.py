@@ -30,9 +30,12 @@ def check_resume_state(path: Path) -> None:
             f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {detail[:160]}); "
             f"{start_over}"
         ) from None
-    missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else None
-    if missing is None or missing:
-        what = f"no {', '.join(missing)}" if missing else f"a {type(state).__name__}, not a dict"
+    if not isinstance(state, dict):
+        what = f"a {type(state).__name__}, not a dict"
+    else:
+        missing = [k for k in RESUME_KEYS if k not in state]
+        what = f"no {', '.join(missing)}" if missing else None
+    if what is not None:
         raise StudyError(f"{path}: not a resume checkpoint of `study train` ({what}); {start_over}")
 
 
