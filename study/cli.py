@@ -55,7 +55,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "check":
         from study.data.check import run_data_check
 
-        text, ok = run_data_check(args.root, args.split, images=not args.no_images)
+        text, ok = run_data_check(
+            args.root, args.split, images=not args.no_images, decode=args.decode
+        )
         print(text)
         return 0 if ok else 2
     from study.stages.data import make_data
@@ -239,6 +241,12 @@ def _add_data(sub: Any) -> None:
     q.add_argument("--split", default=None, help="check only this split (default: every one)")
     q.add_argument(
         "--no-images", action="store_true", help="check the annotation files only, not the images"
+    )
+    q.add_argument(
+        "--decode",
+        action="store_true",
+        help="decode every image in full (slower): finds files truncated or damaged after their "
+        "header, which the default header-only check passes",
     )
 
 

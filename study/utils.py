@@ -18,10 +18,30 @@ from typing import Any
 import numpy as np
 import torch
 
+# A write that failed for lack of room or a broken device: the user's to fix, not a bug.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+
+
+def write_failed(path: str | os.PathLike[str], exc: OSError) -> Exception:
+    """The error to raise for ``exc`` while writing ``path``: a StudyError naming ``path`` (the
+    final file, not the temporary one) for a full disk or a failing device, else ``exc``."""
+    from study.errors import StudyError
+
+    if exc.errno not in WRITE_ERRNOS:
+        return exc
+    return StudyError(
+        f"{path}: cannot write ({exc.strerror}); the previous {Path(path).name}, if any, is "
+        "unchanged and nothing partial was left. Free some space and rerun the same command"
+    )
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    A full disk (or a failing device) while writing is a StudyError naming ``path``; the
+    temporary file is removed and ``path`` keeps its previous contents.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -30,6 +50,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -46,10 +68,35 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
+class _Writer:
+    """A binary file for ``torch.save`` that keeps the OSError of a failed write: torch's zip
+    writer turns it into a RuntimeError without the errno ("unexpected pos ...")."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` atomically: a killed process never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically: a killed process never leaves a truncated checkpoint, and a
+    full disk is a StudyError naming ``path`` (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        writer = _Writer(file)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
 
 
 def swap_in(new: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:

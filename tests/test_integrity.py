@@ -153,6 +153,87 @@ def test_a_read_only_output_folder_is_refused_before_training(
     assert run_files() == before
 
 
+class _FullDisk:
+    """A file whose writes fail with ENOSPC once ``room`` bytes are written (a full disk)."""
+
+    def __init__(self, file, room: int) -> None:  # noqa: ANN001
+        self._file, self._room = file, room
+
+    def write(self, data) -> int:  # noqa: ANN001
+        self._room -= len(data)
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._file.write(data)
+
+    def __enter__(self):  # noqa: ANN204
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self._file.close()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._file, name)
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch, file: str) -> None:
+    """The disk runs out of space after 100 bytes of the temporary file of ``file`` (a name, or
+    folder/name; every result is written through one: study.utils.atomic_path); other writes
+    go through."""
+    real = open
+
+    def full_open(path, mode="r", *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        handle = real(path, mode, *args, **kwargs)
+        path_ = Path(os.fspath(path)) if isinstance(path, (str, os.PathLike)) else Path()
+        folder, name = Path(file).parent.name, Path(file).name
+        if (
+            "w" in mode
+            and path_.name.startswith(f".{name}.")
+            and path_.name.endswith(".tmp")
+            and path_.parent.name == (folder or path_.parent.name)
+        ):
+            return _FullDisk(handle, 100)
+        return handle
+
+    monkeypatch.setattr("builtins.open", full_open)
+    monkeypatch.setattr("io.open", full_open)
+
+
+EVALUATE = ["evaluate", "fusion/none", "--test-sizes"]
+TRAIN = ["train", "fusion/none", "--force"]
+
+
+@pytest.mark.parametrize(
+    ("command", "file", "named"),
+    [
+        (EVALUATE, "detections.json.gz", "results/fusion/none/seed0/.evaluate.tmp/"),
+        (EVALUATE, "s96/detections.json.gz", "results/fusion/none/seed0/.evaluate.tmp/s96/"),
+        (EVALUATE, "metrics.json", "results/fusion/none/seed0/.evaluate.tmp/metrics.json"),
+        (EVALUATE, ".curve.json.new", "results/fusion/none/seed0/.curve.json.new"),
+        (TRAIN, "at0.0000.pt", "models/fusion/none/snapshots/.seed0.new/at0.0000.pt"),
+        (TRAIN, "last.pt", "runs/fusion/none/seed0/last.pt"),
+        (TRAIN, ".seed0.pt.new", "models/fusion/none/.seed0.pt.new"),
+        (TRAIN, ".train_summary.json.new", "results/fusion/none/seed0/.train_summary.json.new"),
+    ],
+)
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_earlier_outputs(
+    study: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    file: str,
+    named: str,
+) -> None:
+    before = run_files()
+    with monkeypatch.context() as patched:
+        fill_the_disk(patched, file)
+        assert main(command) == 2
+    err = one_line_error(capsys.readouterr().err, command[0])
+    assert named in err and "cannot write (No space left on device)" in err, err
+    assert "nothing partial was left" in err
+    assert run_files() == before
+    assert not [p for p in study.rglob("*.tmp")], "a partial temporary file was left"
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, exit code 2
 # ---------------------------------------------------------------------------------------------
@@ -304,3 +385,61 @@ def test_the_weights_and_summary_record_the_hash_of_the_tracked_training_config(
     summary = json.loads((RUN / "train_summary.json").read_text())
     assert blob["config_hash"] == summary["config_hash"] == config_hash(part)
     assert blob["config"] == part
+
+
+def _run_outputs(name: str) -> dict[str, object]:
+    """What a run delivers, minus wall-clock figures: weights and snapshots (tensor by tensor),
+    live/ (every logged value per step) and the summary's history."""
+    import torch
+
+    def tensors(path: Path) -> dict[str, list]:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        return {k: v.tolist() for k, v in blob["model"].items()}
+
+    results, models = Path("results") / name / "seed0", Path("models") / name
+    live = results / "live" / "plots" / "metrics" / "train"
+    summary = json.loads((results / "train_summary.json").read_text())
+    return {
+        "weights": tensors(models / "seed0.pt"),
+        "snapshots": {p.name: tensors(p) for p in sorted((models / "snapshots/seed0").iterdir())},
+        "live": {
+            p.name: p.read_text()
+            for p in sorted(live.glob("*.tsv"))
+            if p.name != "images_per_s.tsv"
+        },
+        "live_steps": json.loads((results / "live" / "metrics.json").read_text())["step"],
+        "history": [
+            {k: v for k, v in h.items() if k != "images_per_s"} for h in summary["history"]
+        ],
+        "iterations": summary["iterations"],
+    }
+
+
+def test_an_interrupted_run_resumes_to_what_an_uninterrupted_run_delivers(
+    study: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the middle of an epoch, then the same command: weights, snapshots, every
+    logged step of live/ and the summary's history per epoch equal those of a run that was
+    never interrupted (3 epochs of 2 iterations, interrupted before iteration 4; the last
+    checkpoint is at iteration 2)."""
+    from study.engine.trainer import Trainer
+
+    args = ["train", "fusion/none", "--set", "train.epochs=3", "--set", "train.log_every=1"]
+    assert main([*args, "--set", "name=whole"]) == 0
+    real_step = Trainer.step
+
+    def interrupted(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if self.global_iter == 3:
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "step", interrupted)
+        assert main([*args, "--set", "name=cut"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert Path("runs/cut/seed0/last.pt").is_file()
+    assert main([*args, "--set", "name=cut"]) == 0
+    whole, cut = _run_outputs("whole"), _run_outputs("cut")
+    assert whole["iterations"] == 6 and [h["epoch"] for h in cut["history"]] == [1, 2, 3]
+    assert cut["live_steps"] == whole["live_steps"] == 5  # steps 0..5, one per iteration
+    assert cut == whole

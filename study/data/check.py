@@ -373,10 +373,11 @@ def error_message(ann_file: Path, problems: list[Problem], max_examples: int = 3
 # ---------------------------------------------------------------- image files
 
 
-def check_images(d: Any, img_dir: Path) -> list[Problem]:
+def check_images(d: Any, img_dir: Path, decode: bool = False) -> list[Problem]:
     """Problems of the image files of a COCO dict: missing, unreadable, over the
-    decompression-bomb limit, or of another size than the JSON says. Reads headers only, so a
-    file truncated after its header passes here (and fails when loaded, naming the file)."""
+    decompression-bomb limit, or of another size than the JSON says. Reads headers only unless
+    ``decode``, so by default a file truncated after its header passes here (and fails when
+    loaded, naming the file); ``decode`` reads every pixel and reports it as unreadable."""
     if not isinstance(d, dict) or not isinstance(d.get("images"), list):
         return []
     img_dir = Path(img_dir)
@@ -392,6 +393,8 @@ def check_images(d: Any, img_dir: Path) -> list[Problem]:
             try:
                 with Image.open(img_dir / name) as im:
                     size = im.size
+                    if decode:
+                        im.load()
             except FileNotFoundError:
                 found.add("image_missing", name)
             except IMAGE_TOO_LARGE as exc:
@@ -450,7 +453,7 @@ def _counts(d: Any) -> dict[str, int]:
     return counts
 
 
-def _check_split(root: Path, ann_file: Path, images: bool) -> SplitReport:
+def _check_split(root: Path, ann_file: Path, images: bool, decode: bool) -> SplitReport:
     split = ann_file.stem.removeprefix("instances_")
     try:
         d = read_annotation_file(ann_file)
@@ -459,19 +462,32 @@ def _check_split(root: Path, ann_file: Path, images: bool) -> SplitReport:
         return SplitReport(split, ann_file, {}, [Problem("unreadable_file", text)])
     problems = check_annotations(d)
     if images:
-        problems += check_images(d, root / split)
+        problems += check_images(d, root / split, decode)
     counts = _counts(d)
     if counts.get("images", 1) == 0:
         problems.insert(0, Problem("no_images", "'images' is empty: the split has no images"))
+    elif counts.get("images") and not counts.get("annotations", 1) - counts.get("crowd", 0):
+        problems.insert(
+            0,
+            Problem(
+                "no_annotations",
+                f"none of the {counts['images']:,} images has an annotation (a non-crowd box): "
+                "nothing to train on or to score",
+            ),
+        )
     problems.sort(key=lambda p: p.severity != ERROR)  # errors first, stable otherwise
     return SplitReport(split, ann_file, counts, problems)
 
 
 def check_dataset(
-    root: str | os.PathLike[str], split: str | None = None, images: bool = True
+    root: str | os.PathLike[str],
+    split: str | None = None,
+    images: bool = True,
+    decode: bool = False,
 ) -> DataReport:
     """Check every split of ``root/annotations/instances_*.json`` (or only ``split``) and,
-    with ``images``, the headers of its image files in ``root/<split>/``."""
+    with ``images``, the headers of its image files in ``root/<split>/`` (with ``decode``,
+    every pixel)."""
     root = Path(root)
     if split is not None:
         files = [annotation_file(root, split)]
@@ -488,7 +504,7 @@ def check_dataset(
                 f"{root}: no annotation files (expected {root / 'annotations'}/"
                 "instances_<split>.json)"
             )
-    return DataReport(root, [_check_split(root, f, images) for f in files], images)
+    return DataReport(root, [_check_split(root, f, images, decode) for f in files], images)
 
 
 def _ann_files(root: Path) -> list[Path]:
@@ -531,8 +547,12 @@ def format_report(report: DataReport) -> str:
 
 
 def run_data_check(
-    root: str | os.PathLike[str], split: str | None = None, images: bool = True
+    root: str | os.PathLike[str],
+    split: str | None = None,
+    images: bool = True,
+    decode: bool = False,
 ) -> tuple[str, bool]:
-    """``study data check``: (report text, ok); exit with 2 when not ok."""
-    report = check_dataset(root, split, images)
+    """``study data check``: (report text, ok); exit with 2 when not ok. ``decode`` reads every
+    pixel of every image (``--decode``)."""
+    report = check_dataset(root, split, images, decode)
     return format_report(report), report.ok

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -95,18 +96,27 @@ def _fit(
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
-        trainer.save_weights(paths.model, {"iterations": trainer.global_iter})
-        write_json(
-            paths.results / "train_summary.json",
-            {
-                **summary,
-                "complete": max_iters is None,
-                "config": {"name": cfg["name"], **training_config(cfg)},
-                "model_spec": trainer.model.spec,
-                "params": sum(p.numel() for p in trainer.model.parameters()),
-                "provenance": provenance(training_config(cfg), trainer.device),
-            },
-        )
+        # Weights and summary are written beside their final names and renamed in together with
+        # live/ and the snapshots, so a failure while writing (a full disk) changes none of them.
+        summary_path = paths.results / "train_summary.json"
+        staged = {paths.model: _staged(paths.model), summary_path: _staged(summary_path)}
+        try:
+            trainer.save_weights(staged[paths.model], {"iterations": trainer.global_iter})
+            write_json(
+                staged[summary_path],
+                {
+                    **summary,
+                    "complete": max_iters is None,
+                    "config": {"name": cfg["name"], **training_config(cfg)},
+                    "model_spec": trainer.model.spec,
+                    "params": sum(p.numel() for p in trainer.model.parameters()),
+                    "provenance": provenance(training_config(cfg), trainer.device),
+                },
+            )
+            for final, new in staged.items():
+                os.replace(new, final)
+        finally:
+            _remove(*staged.values())
         if live_new.is_dir():
             swap_in(live_new, paths.results / "live")
         snapshots_new.mkdir(parents=True, exist_ok=True)
@@ -121,6 +131,11 @@ def _fit(
         )
     cleanup(trainer.dist)
     return summary
+
+
+def _staged(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.new")
 
 
 def _remove(*paths: Path) -> None:

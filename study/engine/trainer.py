@@ -27,7 +27,7 @@ from study.engine import schedule
 from study.engine.distributed import DistInfo, all_reduce_mean, init_distributed
 from study.engine.ema import ModelEMA
 from study.engine.loss import build_criterion
-from study.errors import StudyError, TrainingDiverged
+from study.errors import DataError, StudyError, TrainingDiverged
 from study.models.pretrained import load_backbone
 from study.models.weights import save_weights
 from study.models.zoo import build_model_from_config
@@ -160,6 +160,12 @@ class Trainer:
             max_images=dc["max_images"],
             cache_images=bool(dc["cache_images"]),
         )
+        if not self.dataset.coco.getAnnIds(imgIds=self.dataset.ids, iscrowd=False):
+            raise DataError(
+                f"{self.dataset.ann_file}: none of the {len(self.dataset.ids)} training images of "
+                f"split {dc['train_split']!r} has an annotation (a non-crowd box): there is "
+                "nothing to train on; nothing was trained or written (check the annotation file)"
+            )
         self.train_set = MixupDataset(
             self.dataset,
             alpha=self.tc["mixup"]["alpha"],
@@ -193,6 +199,11 @@ class Trainer:
         self.per_rank_batch = max(1, self.tc["batch_size"] // self.dist.world_size)
         self.start_epoch, self.global_iter = 0, 0
         self.checkpoint_epoch: int | None = None  # the epoch of this run's last checkpoint
+        # What the run has logged so far (kept in the checkpoint, so a resumed run's summary and
+        # live/ hold every epoch and step, as an uninterrupted run's do): one record per epoch,
+        # and one row of dvclive metrics per logged step.
+        self.history: list[dict[str, Any]] = []
+        self.logged: list[dict[str, float]] = []
         self.hash = config_hash(training_config(cfg))
 
     @property
@@ -217,6 +228,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "log": {"history": self.history, "live": self.logged},
             "rng": {
                 "python": random.getstate(),
                 "numpy": np.random.get_state(),
@@ -290,6 +302,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.start_epoch, self.global_iter = state["epoch"] + 1, state["global_iter"]
         self.checkpoint_epoch = state["epoch"]
+        self.history = list(state["log"]["history"])
+        self.logged = list(state["log"]["live"])
         log.info("resumed from %s at epoch %d", self.ckpt_path, self.start_epoch)
         return True
 
@@ -392,7 +406,6 @@ class Trainer:
         live = self._open_live()
         epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
         last: dict[str, float] = {}
-        history: list[dict[str, Any]] = []
         snapshots: dict[int, float] | None = None
         for epoch in range(self.start_epoch, epochs):
             seed_everything(self.tc["seed"] * 7919 + epoch + 1000 * self.dist.rank)
@@ -430,10 +443,8 @@ class Trainer:
                     | {"img/s": f"{ips:.1f}", "size": last["size"]}
                 )
                 if live and self.global_iter % self.tc["log_every"] == 0:
-                    for k in ("total", *LOSS_TERMS, "lr"):
-                        live.log_metric(f"train/{k}", last[k])
-                    live.log_metric("train/images_per_s", ips)
-                    live.next_step()
+                    row = {f"train/{k}": last[k] for k in ("total", *LOSS_TERMS, "lr")}
+                    self.log_step(live, {**row, "train/images_per_s": ips})
                 if self.max_iters is not None and self.global_iter >= self.max_iters:
                     break
             images_seen += n_epoch
@@ -442,7 +453,7 @@ class Trainer:
                 **{k: last.get(k, math.nan) for k in ("total", *LOSS_TERMS)},
                 "images_per_s": n_epoch / max(1e-9, time.time() - t_epoch),
             }
-            history.append(record)
+            self.history.append(record)
             finished = it + 1 == iters
             if finished and ((epoch + 1) % self.tc["checkpoint_every"] == 0 or epoch + 1 == epochs):
                 self.save_checkpoint(epoch)
@@ -458,7 +469,7 @@ class Trainer:
             "wall_seconds": round(wall, 1),
             "images_per_s": images_seen / max(1e-9, wall),
             "final_losses": {k: last.get(k) for k in ("total", *LOSS_TERMS)},
-            "history": history,
+            "history": self.history,
             "device": device_description(self.device),
             "world_size": self.dist.world_size,
             "config_hash": self.hash,
@@ -473,10 +484,19 @@ class Trainer:
             log.warning("dvclive is not installed: training metrics are not logged")
             return None
         # dvcyaml=False: the root dvc.yaml declares these plots; dvclive must not rewrite it.
-        return Live(
-            dir=str(self.live_dir),
-            dvcyaml=False,
-            save_dvc_exp=False,
-            resume=self.start_epoch > 0,
-            report=None,
+        # A resumed run starts live/ afresh and writes again the rows its checkpoint kept: the
+        # steps logged after that checkpoint by the interrupted run are not the run's any more.
+        live = Live(
+            dir=str(self.live_dir), dvcyaml=False, save_dvc_exp=False, resume=False, report=None
         )
+        for row in self.logged:
+            self.log_step(live, row, keep=False)
+        return live
+
+    def log_step(self, live: Any, row: dict[str, float], keep: bool = True) -> None:
+        """One dvclive step of metrics (kept for the checkpoint unless ``keep`` is False)."""
+        for name, value in row.items():
+            live.log_metric(name, value)
+        live.next_step()
+        if keep:
+            self.logged.append(row)

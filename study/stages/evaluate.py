@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,8 @@ def evaluate(
 
     The run's own weights (no ``weights``, ``out_dir`` or ``split``) also get their learning
     curve (``curve.json``, study/eval/curve.py): every snapshot and the final weights on the
-    first ``eval.curve_images`` validation images. It is scored first and written last, so a
-    failure leaves the earlier files as they were."""
+    first ``eval.curve_images`` validation images. It is scored first and renamed in last, so
+    a failure (a full disk included) leaves the earlier files as they were."""
     ecfg = evaluation_config(cfg)
     device = pick_device(ecfg["eval"]["device"])
     out = Path(out_dir) if out_dir else run_paths(cfg).results
@@ -53,18 +54,26 @@ def evaluate(
             device,
             check=check_classes,
         )
-    metrics = evaluate_run(
-        model,
-        ecfg,
-        lambda c: eval_dataset(c, split),
-        dataset,
-        device,
-        out,
-        extra_meta={"weights": source},
-        test_sizes=test_sizes,
-    )
-    if curve:
-        write_json(out / CURVE, curve)
+    # The curve is written beside its final name first and renamed in after the metrics, so a
+    # failure at any point (a full disk included) leaves every earlier file as it was.
+    staged = out / f".{CURVE}.new"
+    try:
+        if curve:
+            write_json(staged, curve)
+        metrics = evaluate_run(
+            model,
+            ecfg,
+            lambda c: eval_dataset(c, split),
+            dataset,
+            device,
+            out,
+            extra_meta={"weights": source},
+            test_sizes=test_sizes,
+        )
+        if curve:
+            os.replace(staged, out / CURVE)
+    finally:
+        staged.unlink(missing_ok=True)
     return metrics
 
 

@@ -13,7 +13,7 @@ from study.errors import StudyError
 from study.runs import run_paths
 
 # What a resume checkpoint (runs/<experiment>/seed<k>/last.pt) holds; the trainer reads them all.
-RESUME_KEYS = ("config_hash", "model", "optimizer", "epoch", "global_iter", "rng")
+RESUME_KEYS = ("config_hash", "model", "optimizer", "epoch", "global_iter", "rng", "log")
 
 
 def check_resume_state(path: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from data_helpers import coco_dict, rgb, write_image
 from PIL import Image
@@ -87,7 +89,11 @@ def test_file_name_inside_with_dots_is_fine(make_coco):
 
 
 def test_size_disagreeing_with_file_is_reported_by_the_check(make_coco):
-    root = make_coco({"a.png": rgb(40, 50), "b.png": rgb(8, 8)}, sizes={"a.png": (100, 100)})
+    root = make_coco(
+        {"a.png": rgb(40, 50), "b.png": rgb(8, 8)},
+        anns=[{"image_id": 2, "bbox": [1, 1, 4, 4]}],
+        sizes={"a.png": (100, 100)},
+    )
     text, ok = run_data_check(root)
     assert not ok
     assert "1 image whose file size differs from the JSON's width/height" in text
@@ -210,7 +216,8 @@ def test_check_lists_every_problem_at_once_with_counts(make_coco):
         d["annotations"][2]["iscrowd"] = 2
 
     _edit(root, break_it)
-    make_coco({"a.png": rgb(10, 10)}, split="train2017")  # a clean second split
+    box = [{"image_id": 1, "bbox": [1, 1, 4, 4]}]
+    make_coco({"a.png": rgb(10, 10)}, anns=box, split="train2017")  # a clean second split
     report = check_dataset(root)
     assert [s.split for s in report.splits] == ["train2017", "val2017"]
     train, val = report.splits
@@ -266,7 +273,7 @@ def test_many_examples_are_cut_short():
 
 
 def test_unreadable_split_is_reported_and_the_others_checked(make_coco):
-    root = make_coco({"a.png": rgb(8, 8)})
+    root = make_coco({"a.png": rgb(8, 8)}, anns=[{"image_id": 1, "bbox": [1, 1, 4, 4]}])
     make_coco({"a.png": rgb(8, 8)}, split="train2017")
     _ann_path(root, "train2017").write_text('{"images": [')
     report = check_dataset(root)
@@ -281,6 +288,32 @@ def test_missing_split_or_folder(make_coco, tmp_path):
         check_dataset(root, split="test2017")
     with pytest.raises(DataError, match="no annotation files"):
         run_data_check(tmp_path / "nowhere")
+
+
+def test_a_split_without_a_single_box_is_an_error(make_coco):
+    """Images but no annotation (or only crowd regions): nothing to train on or to score."""
+    root = make_coco({"a.png": rgb(10, 10), "b.png": rgb(10, 10)})
+    text, ok = run_data_check(root)
+    assert not ok and "none of the 2 images has an annotation (a non-crowd box)" in text
+    crowd = [{"image_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 1}]
+    root = make_coco({"a.png": rgb(10, 10)}, anns=crowd)
+    assert not run_data_check(root)[1]
+
+
+def test_decode_finds_an_image_truncated_after_its_header(make_coco):
+    buf = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(buf, format="JPEG", quality=90)
+    data = buf.getvalue()
+    root = make_coco(
+        {"cut.jpg": data[: len(data) // 2], "whole.jpg": data},
+        anns=[{"image_id": 2, "bbox": [1, 1, 8, 8]}],
+        sizes={"cut.jpg": (64, 64), "whole.jpg": (64, 64)},
+    )
+    assert run_data_check(root)[1]  # headers only: the cut file passes
+    text, ok = run_data_check(root, decode=True)
+    assert not ok and "1 image file PIL cannot open" in text and "cut.jpg (OSError)" in text
+    assert "whole.jpg" not in text
 
 
 def test_empty_split_and_missing_image_folder(make_coco):
