@@ -20,6 +20,7 @@ import yaml
 from study_helpers import tiny_study
 
 from study.cli import main
+from study.errors import StudyError
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = Path("results/fusion/none/seed0")
@@ -208,7 +209,7 @@ TRAIN = ["train", "fusion/none", "--force"]
         (EVALUATE, "detections.json.gz", "results/fusion/none/seed0/.evaluate.tmp/"),
         (EVALUATE, "s96/detections.json.gz", "results/fusion/none/seed0/.evaluate.tmp/s96/"),
         (EVALUATE, "metrics.json", "results/fusion/none/seed0/.evaluate.tmp/metrics.json"),
-        (EVALUATE, ".curve.json.new", "results/fusion/none/seed0/.curve.json.new"),
+        (EVALUATE, "curve.json", "results/fusion/none/seed0/.evaluate.tmp/curve.json"),
         (TRAIN, "at0.0000.pt", "models/fusion/none/snapshots/.seed0.new/at0.0000.pt"),
         (TRAIN, "last.pt", "runs/fusion/none/seed0/last.pt"),
         (TRAIN, ".seed0.pt.new", "models/fusion/none/.seed0.pt.new"),
@@ -298,6 +299,11 @@ def test_dropped_ground_truth_is_refused_unless_the_user_says_how_to_score_it(
     err = one_line_error(capsys.readouterr().err, "evaluate")
     assert "1 ground-truth boxes are dropped" in err and "eval.dropped_gt" in err
     assert run_files() == before
+    # the same rule before any training: a run its evaluation would refuse is not trained
+    runs = tree_digest(Path("runs"), Path("models"))
+    assert main(["train", "fusion/none", "--force"]) == 2
+    assert one_line_error(capsys.readouterr().err, "train") == err.replace("evaluate", "train", 1)
+    assert run_files() == before and tree_digest(Path("runs"), Path("models")) == runs
     assert main(["evaluate", "fusion/none", "--set", "eval.dropped_gt=ignore"]) == 0
     meta = json.loads((RUN / "metrics.json").read_text())["meta"]
     assert meta["ground_truth"]["dropped_at_load"] == 1
@@ -415,13 +421,23 @@ def _run_outputs(name: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.parametrize(
+    ("stop", "code"),
+    [(KeyboardInterrupt, 130), (StudyError, 2)],
+    ids=["ctrl-c", "an error"],
+)
 def test_an_interrupted_run_resumes_to_what_an_uninterrupted_run_delivers(
-    study: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    study: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stop: type[BaseException],
+    code: int,
 ) -> None:
-    """Ctrl-C in the middle of an epoch, then the same command: weights, snapshots, every
-    logged step of live/ and the summary's history per epoch equal those of a run that was
-    never interrupted (3 epochs of 2 iterations, interrupted before iteration 4; the last
-    checkpoint is at iteration 2)."""
+    """Ctrl-C (or an error, a full disk say) in the middle of an epoch, then the same command:
+    weights, snapshots (the one taken before the checkpoint included), every logged step of
+    live/ and the summary's history per epoch equal those of a run that was never interrupted
+    (3 epochs of 2 iterations, stopped before iteration 4; the last checkpoint is at
+    iteration 2)."""
     from study.engine.trainer import Trainer
 
     args = ["train", "fusion/none", "--set", "train.epochs=3", "--set", "train.log_every=1"]
@@ -430,15 +446,17 @@ def test_an_interrupted_run_resumes_to_what_an_uninterrupted_run_delivers(
 
     def interrupted(self, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
         if self.global_iter == 3:
-            raise KeyboardInterrupt
+            raise stop("stopped at iteration 4")
         return real_step(self, *a, **k)
 
     with monkeypatch.context() as patched:
         patched.setattr(Trainer, "step", interrupted)
-        assert main([*args, "--set", "name=cut"]) == 130
-    assert "interrupted" in capsys.readouterr().err
+        assert main([*args, "--set", "name=cut"]) == code
+    assert ("interrupted" if code == 130 else "stopped at iteration 4") in capsys.readouterr().err
     assert Path("runs/cut/seed0/last.pt").is_file()
     assert main([*args, "--set", "name=cut"]) == 0
+    resumed = json.loads(Path("results/cut/seed0/train_summary.json").read_text())
+    assert resumed["start_epoch"] == 1  # resumed from the checkpoint, not started over
     whole, cut = _run_outputs("whole"), _run_outputs("cut")
     assert whole["iterations"] == 6 and [h["epoch"] for h in cut["history"]] == [1, 2, 3]
     assert cut["live_steps"] == whole["live_steps"] == 5  # steps 0..5, one per iteration

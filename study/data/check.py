@@ -68,12 +68,14 @@ KINDS: dict[str, tuple[str, str, str]] = {
     ),
     "box_degenerate": (
         WARNING,
-        "box{|es} with non-positive width/height (dropped when loading)",
+        "box{|es} with non-positive width/height (dropped when loading; a split to be scored "
+        "is refused by train and evaluate unless eval.dropped_gt is score or ignore)",
         "annotation id",
     ),
     "box_outside": (
         WARNING,
-        "box{|es} entirely outside {its|their} image (dropped when loading)",
+        "box{|es} entirely outside {its|their} image (dropped when loading; a split to be "
+        "scored is refused by train and evaluate unless eval.dropped_gt is score or ignore)",
         "annotation id",
     ),
     "box_clipped": (

@@ -34,9 +34,11 @@ from study.data.check import (
     read_annotation_file,
     too_large_error,
 )
-from study.errors import DataError
+from study.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
+# eval.dropped_gt: what scoring does with ground truth the loader drops (refuse_dropped_gt)
+DROPPED_GT = ("error", "score", "ignore")
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 CACHE_LIMIT_BYTES = 8 * 2**30  # decoded images kept in memory by ``cache_images`` at most
@@ -164,6 +166,26 @@ class CocoDetection(Dataset):
                 s["total"],
             )
 
+    def require_boxes(self, purpose: str) -> None:
+        """Training and scoring both need a non-crowd box among the split's (first
+        ``max_images``) images: DataError naming the file otherwise. ``purpose`` says what the
+        caller does, e.g. "train on" or "score"."""
+        if not any(
+            not a.get("iscrowd", 0) for i in self.ids for a in self.coco.imgToAnns.get(i, [])
+        ):
+            raise DataError(
+                f"{self.ann_file}: none of the {len(self.ids)} images of split {self.split!r} "
+                f"has an annotation (a non-crowd box): nothing to {purpose}; nothing was "
+                "written (check the annotation file)"
+            )
+
+    def check_scorable(self, dropped_gt: str) -> None:
+        """What scoring this split needs, checked before any training or inference: a
+        non-crowd box, and no box the loader drops unless ``eval.dropped_gt`` says how to score
+        it (:func:`refuse_dropped_gt`)."""
+        self.require_boxes("score (COCO AP is undefined)")
+        refuse_dropped_gt(self.dropped_ann_ids, dropped_gt, self.ann_file)
+
     def _prepare(self, img_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (XYXY, clipped to the size in the JSON) and labels of one image; counts stats."""
         info = self.coco.imgs[img_id]
@@ -259,3 +281,23 @@ def eval_dataset(cfg: dict[str, Any], split: str | None = None) -> CocoDetection
         transforms=build_eval_transforms(ev["img_size"], ev["protocol"]),
         max_images=dc["max_images"],
     )
+
+
+def refuse_dropped_gt(dropped_ids: list[int], mode: str, ann_file: Any) -> None:
+    """The one rule for ground-truth boxes the loader drops (non-positive size, or outside the
+    image; ``study data check`` lists them): a detector is never trained on them, so under
+    ``eval.dropped_gt: error`` (the default) a split holding them is not scored, and a run to
+    be scored on it is not trained. ``score`` and ``ignore`` say how COCOeval treats them
+    (study/eval/coco_eval.py, ``scored_ground_truth``)."""
+    if mode not in DROPPED_GT:
+        raise ConfigError(f"eval.dropped_gt: expected one of {', '.join(DROPPED_GT)}, got {mode!r}")
+    if dropped_ids and mode == "error":
+        shown = ", ".join(map(str, list(dropped_ids)[:5]))
+        raise DataError(
+            f"{ann_file}: {len(dropped_ids)} ground-truth boxes are dropped by the data loader "
+            f"(non-positive width/height or outside the image; annotation ids {shown}"
+            f"{', ...' if len(dropped_ids) > 5 else ''}), so COCOeval would count them as "
+            "missed by any detector. Fix them (`study data check`), or set eval.dropped_gt: "
+            "score (score them anyway, as pycocotools does on the raw file) or ignore (score "
+            "them as crowd regions)"
+        )

@@ -1,6 +1,6 @@
 """One training run (experiment, seed) into its weights, snapshots and logs, as ``study train``
-and ``study pretrain`` deliver it: a finished run is left untouched, a failed run's staging is
-removed, an interrupted one resumes."""
+and ``study pretrain`` deliver it: a finished run is left untouched, a stopped or failed one
+resumes from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from study.engine.distributed import cleanup, process_rank
-from study.engine.trainer import Trainer
+from study.engine.trainer import Trainer, read_resume_state
 from study.provenance import provenance
 from study.resolved import config_hash, training_config
 from study.runs import RunPaths, run_paths
@@ -44,10 +44,13 @@ def train_run(
     previous run's files matching each other. A run already complete with this training config
     is left untouched unless ``force``.
 
-    Staging and the resume state (``runs/<experiment>/seed<k>/last.pt``) belong to one training
-    config: an interrupted run (Ctrl-C, a kill) keeps them and the same command resumes; a run
-    that fails, or another config, starts without them; a complete run deletes its resume state,
-    so a later run never resumes from the end of a finished one."""
+    The resume state is one unit owned by one training config: the checkpoint
+    (``runs/<experiment>/seed<k>/last.pt``, which also holds the logged history), the staging
+    folder beside the snapshots (those taken before that checkpoint are only there) and the
+    owner file naming the config. A run that stops (Ctrl-C, a kill, an error, ``--max-iters``)
+    keeps it and the same command resumes from the checkpoint; another config, ``--force``, or
+    a unit without its checkpoint or owner starts the run over and removes it; a complete run
+    removes it, so a later run never resumes from the end of a finished one."""
     name, paths = cfg["name"], run_paths(cfg)
     cfg_hash = config_hash(training_config(cfg))
     done = finished(paths, cfg_hash)
@@ -58,25 +61,25 @@ def train_run(
         )
         return done
     ensure_writable(paths.run_dir, paths.model.parent, paths.results, paths.snapshots.parent)
-    live_new = paths.results / ".live.new"
-    snapshots_new = paths.snapshots.with_name(f".{paths.snapshots.name}.new")
-    staging, owner = (live_new, snapshots_new), paths.run_dir / STAGING_OWNER
+    live_new, snapshots_new = _staged(paths.results / "live"), _staged(paths.snapshots)
+    ckpt, owner = paths.run_dir / "last.pt", paths.run_dir / STAGING_OWNER
+    owned = not force and owner.is_file() and owner.read_text() == cfg_hash
+    state = read_resume_state(ckpt) if owned else None  # a corrupt one: an error, nothing touched
     main = process_rank() == 0  # under torchrun, rank 0 owns the files
-    resumable = (paths.run_dir / "last.pt").is_file() and not force
-    if main and not (resumable and owner.is_file() and owner.read_text() == cfg_hash):
-        _remove(*staging, paths.run_dir / "last.pt" if force else owner)
+    if main and state is None:
+        if ckpt.is_file() and not force:
+            log.info("%s: not resumed (no staging of this config beside it); starting over", ckpt)
+        _remove(live_new, snapshots_new, ckpt, owner)
     if main:
         owner.write_text(cfg_hash)
     try:
-        summary = _fit(cfg, paths, live_new, snapshots_new, max_iters)
-    except KeyboardInterrupt:
-        raise  # staging and resume state kept: the same command resumes
+        summary = _fit(cfg, paths, live_new, snapshots_new, max_iters, state)
     except BaseException:
-        if main:
-            _remove(*staging, owner)
+        if main:  # a resumed run rewrites live/ from its checkpoint: only the snapshots stay
+            _remove(live_new)
         raise
-    if main:
-        _remove(*staging, owner, *([paths.run_dir / "last.pt"] if max_iters is None else []))
+    if main and max_iters is None:
+        _remove(live_new, snapshots_new, owner, ckpt)
     return summary
 
 
@@ -86,6 +89,7 @@ def _fit(
     live_new: Path,
     snapshots_new: Path,
     max_iters: int | None,
+    state: dict[str, Any] | None,
 ) -> dict[str, Any]:
     trainer = Trainer(
         cfg,
@@ -93,6 +97,7 @@ def _fit(
         live_dir=live_new,
         max_iters=max_iters,
         snapshot_dir=snapshots_new,
+        resume=state if state is not None else False,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -117,10 +122,12 @@ def _fit(
                 os.replace(new, final)
         finally:
             _remove(*staged.values())
+        # A partial run (--max-iters) delivers copies: its staging stays with its checkpoint.
+        keep = max_iters is not None
         if live_new.is_dir():
-            swap_in(live_new, paths.results / "live")
+            _deliver(live_new, paths.results / "live", keep)
         snapshots_new.mkdir(parents=True, exist_ok=True)
-        swap_in(snapshots_new, paths.snapshots)
+        _deliver(snapshots_new, paths.snapshots, keep)
         log.info(
             "%s seed %d: trained %d iterations in %.0f s (%.1f images/s)",
             cfg["name"],
@@ -131,6 +138,16 @@ def _fit(
         )
     cleanup(trainer.dist)
     return summary
+
+
+def _deliver(staging: Path, final: Path, keep: bool) -> None:
+    """Swap ``staging`` in as ``final``; with ``keep``, a copy of it (the staging stays)."""
+    if keep:
+        copy = staging.with_name(f"{staging.name}.copy")
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(staging, copy)
+        staging = copy
+    swap_in(staging, final)
 
 
 def _staged(path: Path) -> Path:

@@ -27,7 +27,7 @@ from study.engine import schedule
 from study.engine.distributed import DistInfo, all_reduce_mean, init_distributed
 from study.engine.ema import ModelEMA
 from study.engine.loss import build_criterion
-from study.errors import DataError, StudyError, TrainingDiverged
+from study.errors import StudyError, TrainingDiverged
 from study.models.pretrained import load_backbone
 from study.models.weights import save_weights
 from study.models.zoo import build_model_from_config
@@ -141,8 +141,12 @@ class Trainer:
         live_dir: Path | None = None,
         max_iters: int | None = None,
         snapshot_dir: Path | None = None,
+        resume: dict[str, Any] | bool = True,
     ) -> None:
+        """``resume``: True continues from ``run_dir/last.pt`` if there is one, False starts
+        afresh, a dict continues from that state (already read by the caller)."""
         self.cfg, self.tc = cfg, cfg["train"]
+        self.resume = resume
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
         self.run_dir, self.live_dir = Path(run_dir), live_dir
         self.max_iters = max_iters
@@ -160,12 +164,7 @@ class Trainer:
             max_images=dc["max_images"],
             cache_images=bool(dc["cache_images"]),
         )
-        if not self.dataset.coco.getAnnIds(imgIds=self.dataset.ids, iscrowd=False):
-            raise DataError(
-                f"{self.dataset.ann_file}: none of the {len(self.dataset.ids)} training images of "
-                f"split {dc['train_split']!r} has an annotation (a non-crowd box): there is "
-                "nothing to train on; nothing was trained or written (check the annotation file)"
-            )
+        self.dataset.require_boxes("train on")
         self.train_set = MixupDataset(
             self.dataset,
             alpha=self.tc["mixup"]["alpha"],
@@ -283,10 +282,14 @@ class Trainer:
             extra={"name": self.cfg["name"], "config_hash": self.hash, **(extra or {})},
         )
 
-    def try_resume(self) -> bool:
-        if not self.ckpt_path.is_file():
+    def try_resume(self, state: dict[str, Any] | None = None) -> bool:
+        """Continue from ``state`` (a resume checkpoint, :func:`read_resume_state`), or from
+        this run's ``last.pt`` when none is given; False (a fresh start) when there is none or
+        it belongs to another training config."""
+        if state is None:
+            state = read_resume_state(self.ckpt_path)
+        if state is None:
             return False
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
         if state.get("config_hash") != self.hash:
             log.warning("%s: written by a different config; starting afresh", self.ckpt_path)
             return False
@@ -402,7 +405,8 @@ class Trainer:
 
     # -- the whole run ---------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        self.try_resume()
+        if self.resume is not False:
+            self.try_resume(None if self.resume is True else self.resume)
         live = self._open_live()
         epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
         last: dict[str, float] = {}
@@ -444,7 +448,9 @@ class Trainer:
                 )
                 if live and self.global_iter % self.tc["log_every"] == 0:
                     row = {f"train/{k}": last[k] for k in ("total", *LOSS_TERMS, "lr")}
-                    self.log_step(live, {**row, "train/images_per_s": ips})
+                    row = {**row, "train/images_per_s": ips}
+                    _live_step(live, row)
+                    self.logged.append(row)
                 if self.max_iters is not None and self.global_iter >= self.max_iters:
                     break
             images_seen += n_epoch
@@ -490,13 +496,41 @@ class Trainer:
             dir=str(self.live_dir), dvcyaml=False, save_dvc_exp=False, resume=False, report=None
         )
         for row in self.logged:
-            self.log_step(live, row, keep=False)
+            _live_step(live, row)
         return live
 
-    def log_step(self, live: Any, row: dict[str, float], keep: bool = True) -> None:
-        """One dvclive step of metrics (kept for the checkpoint unless ``keep`` is False)."""
-        for name, value in row.items():
-            live.log_metric(name, value)
-        live.next_step()
-        if keep:
-            self.logged.append(row)
+
+def _live_step(live: Any, row: dict[str, float]) -> None:
+    """One dvclive step of metrics."""
+    for name, value in row.items():
+        live.log_metric(name, value)
+    live.next_step()
+
+
+# What a resume checkpoint (runs/<experiment>/seed<k>/last.pt) holds; try_resume reads them all.
+RESUME_KEYS = ("config_hash", "model", "optimizer", "epoch", "global_iter", "rng", "log")
+
+
+def read_resume_state(path: Path) -> dict[str, Any] | None:
+    """The resume checkpoint at ``path`` (None when there is none). One that cannot be read is
+    one clear error naming it and how to start over, raised before anything of the run is
+    touched (its earlier outputs stay as they are)."""
+    if not path.is_file():
+        return None
+    start_over = "delete it, or rerun with --force, to start this run over"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - truncated, empty, random bytes, another format
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StudyError(
+            f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {detail[:160]}); "
+            f"{start_over}"
+        ) from None
+    if not isinstance(state, dict):
+        what = f"a {type(state).__name__}, not a dict"
+    else:
+        missing = [k for k in RESUME_KEYS if k not in state]
+        what = f"no {', '.join(missing)}" if missing else None
+    if what is not None:
+        raise StudyError(f"{path}: not a resume checkpoint of `study train` ({what}); {start_over}")
+    return state

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from study.data import collate
+from study.data.coco import refuse_dropped_gt
 from study.errors import ConfigError, DataError, StudyError
 from study.eval.postprocess import nms_settings, postprocess, to_original
 from study.provenance import provenance
@@ -349,9 +350,6 @@ def read_detections(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-DROPPED_GT = ("error", "score", "ignore")
-
-
 def scored_ground_truth(
     coco_gt: COCO, dropped_ids: Sequence[int], mode: str, ann_file: Any
 ) -> tuple[COCO, dict[str, Any]]:
@@ -363,8 +361,7 @@ def scored_ground_truth(
     as ground truth (pycocotools on the raw file, the official evaluator); ``ignore`` marks them
     as crowd regions, which COCOeval neither counts as missed nor as matched.
     """
-    if mode not in DROPPED_GT:
-        raise ConfigError(f"eval.dropped_gt: expected one of {', '.join(DROPPED_GT)}, got {mode!r}")
+    refuse_dropped_gt(dropped_ids, mode, ann_file)
     anns = coco_gt.dataset.get("annotations", [])
     record = {
         "annotations": len(anns),
@@ -372,16 +369,6 @@ def scored_ground_truth(
         "dropped_at_load": len(dropped_ids),
         "dropped_gt": mode,
     }
-    if dropped_ids and mode == "error":
-        shown = ", ".join(map(str, list(dropped_ids)[:5]))
-        raise DataError(
-            f"{ann_file}: {len(dropped_ids)} ground-truth boxes are dropped by the data loader "
-            f"(non-positive width/height or outside the image; annotation ids {shown}"
-            f"{', ...' if len(dropped_ids) > 5 else ''}), so COCOeval would count them as "
-            "missed by any detector. Fix them (`study data check`), or set eval.dropped_gt: "
-            "score (score them anyway, as pycocotools does on the raw file) or ignore (score "
-            "them as crowd regions)"
-        )
     if dropped_ids and mode == "ignore":
         drop = set(dropped_ids)
         dataset = dict(coco_gt.dataset)

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from study.config import check_size_list
 from study.errors import StudyError
 from study.eval.coco_eval import DETECTIONS, evaluate
-from study.utils import ensure_writable, swap_in
+from study.utils import ensure_writable, swap_in, write_json
 
 SIZES_DIR = "test_sizes"
 # Files of the layout before detections were committed with the results (removed on rewrite).
@@ -51,11 +51,13 @@ def evaluate_run(
     results_dir: str | Path,
     extra_meta: Mapping[str, Any] | None = None,
     test_sizes: bool = False,
+    extra_files: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` at ``eval.img_size`` and, with ``test_sizes``, at every
     other size of ``eval.test_sizes`` (``make_dataset(cfg)`` builds the split for a config whose
     ``eval.img_size`` was changed). Returns the main metrics with meta; writes the files of the
-    module docstring under ``results_dir``."""
+    module docstring under ``results_dir``, and ``extra_files`` ({name: JSON content}, e.g. the
+    learning curve) with them."""
     main = int(cfg["eval"]["img_size"])
     sizes: list[int] = []
     if test_sizes:  # checked before anything is evaluated or written
@@ -72,7 +74,9 @@ def evaluate_run(
             for size in sizes:
                 if size != main:
                     _evaluate_size(model, cfg, make_dataset, device, work, size, extra_meta)
-        for name in (DETECTIONS, "metrics.json"):
+        for name, content in (extra_files or {}).items():
+            write_json(work / name, content)
+        for name in (DETECTIONS, "metrics.json", *(extra_files or {})):
             os.replace(work / name, results_dir / name)
         if test_sizes:
             swap_in(work / SIZES_DIR, results_dir / SIZES_DIR)

@@ -12,6 +12,7 @@ from torch import nn
 
 from study.errors import CheckpointError
 from study.models.official import load_official
+from study.models.weights import mismatch
 from study.utils import torch_save
 
 # A backbone file's "kind": only the backbone's tensors, so nothing of a neck, fusion or head
@@ -44,19 +45,9 @@ def load_backbone(model: nn.Module, path: str | Path, model_name: str) -> dict[s
         blob = None
     if not (isinstance(blob, dict) and blob.get("kind") == BACKBONE_KIND):
         return load_official(model, path, model_name, backbone_only=True)
-    ours, theirs = model.backbone.state_dict(), blob["backbone"]
-    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
-    shapes = [k for k in ours if k in theirs and ours[k].shape != theirs[k].shape]
-    if missing or extra or shapes:
-        key = (missing or extra or shapes)[0]
-        what = (
-            f"{len(missing)} backbone tensor(s) missing, e.g. {key}"
-            if missing
-            else f"{len(extra)} unknown tensor(s), e.g. {key}"
-            if extra
-            else f"{len(shapes)} tensor(s) of another shape, e.g. {key}: "
-            f"{tuple(theirs[key].shape)} in the file, {tuple(ours[key].shape)} in the model"
-        )
+    theirs = blob["backbone"]
+    what = mismatch(model.backbone.state_dict(), theirs)
+    if what:
         raise CheckpointError(
             f"{path}: the backbone does not fit this model ({what}); the file was built with "
             f"{blob.get('spec', {})}"

@@ -53,13 +53,33 @@ def load_weights(path: Path, device: torch.device) -> tuple[nn.Module, dict[str,
     name, num_classes = spec.pop("name"), spec.pop("num_classes")
     try:
         model = build_model(name, num_classes=num_classes, **spec)
-        model.load_state_dict(blob["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: the weights do not fit their model spec ({first})"
-        ) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its model spec does not build a model ({exc})") from None
+    state = blob["model"]
+    what = mismatch(model.state_dict(), state) if isinstance(state, dict) else "not a state_dict"
+    if what:
+        raise CheckpointError(f"{path}: the weights do not fit their model spec ({what})")
+    model.load_state_dict(state)
     return model.to(device).eval(), blob
+
+
+def mismatch(ours: dict[str, Any], theirs: dict[str, Any]) -> str | None:
+    """How the tensors ``theirs`` (a file's) fail to fit the model's ``ours``, naming the first
+    tensor at fault and counting the others; None when every tensor fits."""
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing:
+        return f"{len(missing)} tensor(s) missing from the file, e.g. {missing[0]}"
+    if extra:
+        return f"{len(extra)} tensor(s) the model does not have, e.g. {extra[0]}"
+    shape = {k: tuple(getattr(v, "shape", ())) for k, v in theirs.items()}
+    wrong = [k for k in ours if shape[k] != tuple(ours[k].shape)]
+    if wrong:
+        key = wrong[0]
+        return (
+            f"{len(wrong)} tensor(s) of another shape, e.g. {key}: {shape[key]} in the file, "
+            f"{tuple(ours[key].shape)} in the model"
+        )
+    return None
 
 
 def check_classes(blob: dict[str, Any], weights_path: Path, dataset: CocoDetection) -> None:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from study.data import CocoDetection, eval_dataset
-from study.errors import CheckpointError, DataError
+from study.data import eval_dataset
+from study.errors import CheckpointError
 from study.eval.curve import learning_curve
 from study.eval.sizes import evaluate_run
 from study.models.weights import check_classes, load_weights
 from study.resolved import evaluation_config
 from study.runs import CURVE, run_paths, snapshot_files
-from study.utils import pick_device, write_json
+from study.utils import pick_device
 
 
 def evaluate(
@@ -33,8 +32,9 @@ def evaluate(
 
     The run's own weights (no ``weights``, ``out_dir`` or ``split``) also get their learning
     curve (``curve.json``, study/eval/curve.py): every snapshot and the final weights on the
-    first ``eval.curve_images`` validation images. It is scored first and renamed in last, so
-    a failure (a full disk included) leaves the earlier files as they were."""
+    first ``eval.curve_images`` validation images, written and renamed in with the metrics
+    (study/eval/sizes.py), so a failure (a full disk included) leaves the earlier files as
+    they were."""
     ecfg = evaluation_config(cfg)
     device = pick_device(ecfg["eval"]["device"])
     out = Path(out_dir) if out_dir else run_paths(cfg).results
@@ -42,7 +42,7 @@ def evaluate(
     model, blob = load_weights(weights_path, device)
     refuse_non_finite(model, weights_path)
     dataset = eval_dataset(ecfg, split)
-    refuse_unscorable(dataset)
+    dataset.check_scorable(str(ecfg["eval"].get("dropped_gt", "error")))
     check_classes(blob, weights_path, dataset)
     source = {"path": str(weights_path), "source": blob.get("source", "study train")}
     curve = []
@@ -54,27 +54,17 @@ def evaluate(
             device,
             check=check_classes,
         )
-    # The curve is written beside its final name first and renamed in after the metrics, so a
-    # failure at any point (a full disk included) leaves every earlier file as it was.
-    staged = out / f".{CURVE}.new"
-    try:
-        if curve:
-            write_json(staged, curve)
-        metrics = evaluate_run(
-            model,
-            ecfg,
-            lambda c: eval_dataset(c, split),
-            dataset,
-            device,
-            out,
-            extra_meta={"weights": source},
-            test_sizes=test_sizes,
-        )
-        if curve:
-            os.replace(staged, out / CURVE)
-    finally:
-        staged.unlink(missing_ok=True)
-    return metrics
+    return evaluate_run(
+        model,
+        ecfg,
+        lambda c: eval_dataset(c, split),
+        dataset,
+        device,
+        out,
+        extra_meta={"weights": source},
+        test_sizes=test_sizes,
+        extra_files={CURVE: curve} if curve else None,
+    )
 
 
 def refuse_non_finite(model: nn.Module, path: Path) -> None:
@@ -88,14 +78,3 @@ def refuse_non_finite(model: nn.Module, path: Path) -> None:
                 "diverged or the file is damaged; nothing was evaluated or written (retrain the "
                 "run with `study train <experiment> --seed K --force`)"
             )
-
-
-def refuse_unscorable(dataset: CocoDetection) -> None:
-    """A split whose (first ``data.max_images``) images carry no annotation cannot be scored:
-    COCO AP is undefined there and every metric would be null. Refused before any inference."""
-    if not dataset.coco.getAnnIds(imgIds=dataset.ids):
-        raise DataError(
-            f"{dataset.ann_file}: none of the {len(dataset.ids)} evaluated images of split "
-            f"{dataset.split!r} has an annotation, so COCO AP is undefined; nothing was "
-            "evaluated or written (check the annotation file, or evaluate another split)"
-        )

@@ -237,7 +237,7 @@ def test_check_lists_every_problem_at_once_with_counts(make_coco):
     text, ok = run_data_check(root)
     assert not ok
     assert "3 annotations without a finite number 'area' (e.g. ids 1 (area missing)," in text
-    assert "warning  1 box with non-positive width/height (dropped when loading)" in text
+    assert "warning  1 box with non-positive width/height (dropped when loading; " in text
     assert (
         "val2017: FAILED" not in text and "  FAILED: 5 kinds of error, 3 kinds of warning" in text
     )

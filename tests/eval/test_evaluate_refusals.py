@@ -15,14 +15,17 @@ from study.cli import main
 from study.config import load_experiment
 from study.errors import CheckpointError, DataError
 from study.models import build_model
-from study.stages.evaluate import evaluate, refuse_non_finite, refuse_unscorable
+from study.stages.evaluate import evaluate, refuse_non_finite
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _setup(tmp_path: Path, annotated: bool) -> tuple[dict, Path, Path]:
+def _setup(
+    tmp_path: Path, annotated: bool, box: list[float] | None = None, crowd: int = 0
+) -> tuple[dict, Path, Path]:
     """(config, weights file, output folder holding an earlier metrics.json): a 2-class COCO
-    split of two images, with or without annotations, and a tiny model's weights."""
+    split of two images, with or without an annotation (``box``, ``crowd``), and a tiny
+    model's weights."""
     root = tmp_path / "data"
     images = [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in (1, 2)]
     anns = (
@@ -31,9 +34,9 @@ def _setup(tmp_path: Path, annotated: bool) -> tuple[dict, Path, Path]:
                 "id": 1,
                 "image_id": 1,
                 "category_id": 1,
-                "bbox": [4, 4, 20, 20],
+                "bbox": box or [4, 4, 20, 20],
                 "area": 400,
-                "iscrowd": 0,
+                "iscrowd": crowd,
             }
         ]
         if annotated
@@ -68,11 +71,37 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path) -> Non
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
 
 
-def test_a_split_without_annotations_is_refused(tmp_path: Path) -> None:
-    cfg, weights, out = _setup(tmp_path, annotated=False)
-    with pytest.raises(DataError, match="none of the 2 evaluated images .* has an annotation"):
+@pytest.mark.parametrize("crowd", [None, 1], ids=["no annotation", "only a crowd region"])
+def test_a_split_without_a_box_is_refused_before_inference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowd: int | None
+) -> None:
+    cfg, weights, out = _setup(tmp_path, annotated=crowd is not None, crowd=crowd or 0)
+    monkeypatch.setattr("study.eval.coco_eval._infer", _no_inference)
+    with pytest.raises(DataError, match="none of the 2 images .* has an annotation .* score"):
         evaluate(cfg, weights=str(weights), out_dir=str(out))
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("box", [[70, 70, 5, 5], [4, 4, -3, 8]], ids=["outside", "negative"])
+def test_a_box_the_loader_drops_is_refused_before_inference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, box: list[float]
+) -> None:
+    """The rule `study train` also checks before training (tests/test_integrity.py)."""
+    cfg, weights, out = _setup(tmp_path, annotated=True, box=box)
+    monkeypatch.setattr("study.eval.coco_eval._infer", _no_inference)
+    with pytest.raises(
+        DataError, match=r"instances_val2017.json: 1 ground-truth boxes are dropped"
+    ):
+        evaluate(cfg, weights=str(weights), out_dir=str(out))
+    assert (out / "metrics.json").read_text() == '{"AP": 0.5}'
+    from study.data import eval_dataset
+
+    for how in ("score", "ignore"):  # the setting that says how to score it
+        eval_dataset(cfg).check_scorable(how)
+
+
+def _no_inference(*args: object, **kwargs: object) -> None:
+    raise AssertionError("inference ran before the split was checked")
 
 
 def test_the_command_exits_2_with_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -95,4 +124,4 @@ def test_finite_weights_and_an_annotated_split_pass(tmp_path: Path) -> None:
     refuse_non_finite(model, weights)
     from study.data import eval_dataset
 
-    refuse_unscorable(eval_dataset(cfg))
+    eval_dataset(cfg).check_scorable("error")

@@ -434,3 +434,39 @@ def test_detector_exposes_the_neck_dropblocks() -> None:
     for layer, size in zip(layers, (1, 3, 5), strict=True):
         layer.reset(size, 0.5)
     assert all(torch.equal(a, b) for a, b in zip(ref, neck_out(), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# A weights file that does not fit its model spec: the message names the tensor at fault.
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (
+            "shape",
+            r"1 tensor\(s\) of another shape, e\.g\. {key}: \(3, 3\) in the file, "
+            r"\(.*\) in the model",
+        ),
+        ("missing", r"1 tensor\(s\) missing from the file, e\.g\. {key}"),
+        ("extra", r"1 tensor\(s\) the model does not have, e\.g\. extra\.weight"),
+    ],
+)
+def test_weights_that_do_not_fit_name_the_tensor(tmp_path, damage: str, expected: str) -> None:
+    from study.errors import CheckpointError
+    from study.models.weights import load_weights
+
+    model = build_model("yolov3-original", num_classes=3, **TINY)
+    state = model.state_dict()
+    key = next(k for k, v in state.items() if v.ndim == 4)
+    if damage == "shape":
+        state[key] = torch.zeros(3, 3)
+    elif damage == "missing":
+        del state[key]
+    else:
+        state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "w.pt"
+    torch.save({"model": state, "spec": model.spec}, path)
+    expected = expected.format(key=key.replace(".", "[.]"))
+    with pytest.raises(
+        CheckpointError, match=rf"w\.pt: the weights do not fit their model spec \({expected}"
+    ):
+        load_weights(path, torch.device("cpu"))
