@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from study.engine.loss import LevelLoss, YOLOLoss, wh_iou
+from study.engine.loss import YOLOLoss, wh_iou
 from study.models.fusions.resize import LevelResize
 
 BACKGROUND, POSITIVE = 0, 1
@@ -120,15 +120,20 @@ def assigned_labels(
         area = torch.zeros((len(targets), h, w), device=device)
         sel = torch.nonzero(levels == k).squeeze(1)
         if sel.numel():
-            cx = (boxes[sel, 0] + boxes[sel, 2]) / 2
-            cy = (boxes[sel, 1] + boxes[sel, 3]) / 2
-            i = (cx / stride).long().clamp(0, w - 1)
-            j = (cy / stride).long().clamp(0, h - 1)
+            i, j = centre_cells(boxes[sel], stride, h, w)
             label[image[sel], j, i] = POSITIVE
             flat = (image[sel] * h + j) * w + i
             area.view(-1).scatter_reduce_(0, flat, object_area[sel], reduce="amax")
         out.append(LevelLabels(label, area))
     return out
+
+
+def centre_cells(boxes: Tensor, stride: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """The cell (i, j) of each (N, 4) XYXY box's centre on a level of ``stride`` with h x w
+    cells: where the analysis takes an object's label and its fusion weights."""
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    return (cx / stride).long().clamp(0, w - 1), (cy / stride).long().clamp(0, h - 1)
 
 
 def resample(x: Tensor, size: tuple[int, int], reduce: str) -> Tensor:
@@ -163,9 +168,7 @@ class Pass:
     """One forward and three backward passes over a batch."""
 
     grads: list[list[Tensor]]  # grads[k][n] = dL^k / dx^n, (B, C_n, H_n, W_n)
-    levels: list[LevelLoss]
     weights: list[Tensor] | None  # per output level (B, 3, H, W), or None
-    fused: list[Tensor]
     loss_per_image: float  # sum over levels of L^k, divided by the batch size
 
 
@@ -197,7 +200,7 @@ def level_gradients(
             grads.append([torch.zeros_like(f) if gi is None else gi for gi, f in pairs])
     detached_weights = None if weights is None else [w.detach() for w in weights]
     batch = feats[0].shape[0]
-    return Pass(grads, levels, detached_weights, [f.detach() for f in fused], loss / batch)
+    return Pass(grads, detached_weights, loss / batch)
 
 
 def target_boxes(target: dict, device: torch.device | None = None) -> Tensor:
@@ -388,10 +391,8 @@ def agreement(
             k = int(object_level[n])
             w = weights[k]  # (B, 3, H, W)
             h, wd = w.shape[-2:]
-            cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
-            i = int(min(max(cx // strides[k], 0), wd - 1))
-            j = int(min(max(cy // strides[k], 0), h - 1))
-            vec = w[b, :, j, i].cpu().numpy()
+            i, j = centre_cells(box[None], strides[k], h, wd)
+            vec = w[b, :, int(j[0]), int(i[0])].cpu().numpy()
             bucket = int(size_bucket(object_area[n : n + 1])[0])
             records.append((k, bucket, int(vec.argmax()), vec))
             n += 1

@@ -222,7 +222,7 @@ def agreement_records(
             return []
         areas = object_areas(targets, device)
         boxes = [target_boxes(t, device) for t in targets]
-        levels = object_levels(criterion, torch.cat(boxes)) if boxes else torch.zeros(0)
+        levels = object_levels(criterion, torch.cat(boxes))  # a batch has at least one image
         records += agreement(levels, weights, targets, areas, model.strides)
     return records
 
