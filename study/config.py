@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from study.choices import DROPPED_GT, LR_SCHEDULES
 from study.errors import ConfigError
 from study.runs import experiment_name, experiment_path
 
@@ -127,7 +128,7 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": _NON_NEGATIVE,
     "train.ignore_thresh": _FRACTION,
     "train.mixup.alpha": Rule(gt=0),
-    "train.lr_schedule.name": Rule(choices=("official", "paper", "step")),
+    "train.lr_schedule.name": Rule(choices=LR_SCHEDULES),
     "train.lr_schedule.warmup_epochs": Rule(types=("float",), ge=0),  # fractional epochs
     "train.lr_schedule.warmup_power": Rule(types=("float",)),
     "train.multiscale.min_size": _SIZE,
@@ -153,7 +154,7 @@ RULES: dict[str, Rule] = {
     "eval.batch_size": _POSITIVE,
     "eval.device": _DEVICE,
     "eval.backend": Rule(choices=("pycocotools", "faster-coco-eval")),
-    "eval.dropped_gt": Rule(choices=("error", "score", "ignore")),
+    "eval.dropped_gt": Rule(choices=DROPPED_GT),
     "eval.test_sizes": Rule(types=("list",), items=_SIZE),
 }
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from study.choices import LR_SCHEDULES
 from study.config import check_dataset_param, load_experiment, read_yaml
-from study.engine.schedule import LR_SCHEDULES, multiscale_sizes
+from study.engine.schedule import multiscale_sizes
 from study.errors import ConfigError
 from study.models import available
 from study.models.fusions import FUSIONS

@@ -23,6 +23,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from study.choices import DROPPED_GT
 from study.data.check import (
     IMAGE_READ_ERRORS,
     IMAGE_TOO_LARGE,
@@ -37,8 +38,6 @@ from study.data.check import (
 from study.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-# eval.dropped_gt: what scoring does with ground truth the loader drops (refuse_dropped_gt)
-DROPPED_GT = ("error", "score", "ignore")
 
 Sample = tuple[tv_tensors.Image, dict[str, Any]]
 CACHE_LIMIT_BYTES = 8 * 2**30  # decoded images kept in memory by ``cache_images`` at most

@@ -7,9 +7,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from study.choices import LR_SCHEDULES
 from study.errors import ConfigError
-
-LR_SCHEDULES = ("official", "paper", "step")
 
 
 def lr_at(
