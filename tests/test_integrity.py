@@ -304,6 +304,10 @@ def test_dropped_ground_truth_is_refused_unless_the_user_says_how_to_score_it(
     assert main(["train", "fusion/none", "--force"]) == 2
     assert one_line_error(capsys.readouterr().err, "train") == err.replace("evaluate", "train", 1)
     assert run_files() == before and tree_digest(Path("runs"), Path("models")) == runs
+    # a run already trained with this config is left as it is, and says so: nothing to refuse
+    assert main(["train", "fusion/none"]) == 0
+    assert "already trained with this config" in capsys.readouterr().out
+    assert run_files() == before and tree_digest(Path("runs"), Path("models")) == runs
     assert main(["evaluate", "fusion/none", "--set", "eval.dropped_gt=ignore"]) == 0
     meta = json.loads((RUN / "metrics.json").read_text())["meta"]
     assert meta["ground_truth"]["dropped_at_load"] == 1

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from study.data import annotation_file, eval_dataset
 from study.engine.distributed import cleanup, process_rank
 from study.engine.trainer import Trainer, read_resume_state
 from study.provenance import provenance
@@ -50,7 +51,8 @@ def train_run(
     owner file naming the config. A run that stops (Ctrl-C, a kill, an error, ``--max-iters``)
     keeps it and the same command resumes from the checkpoint; another config, ``--force``, or
     a unit without its checkpoint or owner starts the run over and removes it; a complete run
-    removes it, so a later run never resumes from the end of a finished one."""
+    removes it, so a later run never resumes from the end of a finished one. A run to train is
+    first checked against the split it will be scored on (:func:`check_scored_split`)."""
     name, paths = cfg["name"], run_paths(cfg)
     cfg_hash = config_hash(training_config(cfg))
     done = finished(paths, cfg_hash)
@@ -60,6 +62,7 @@ def train_run(
             f"({paths.model}, config {cfg_hash}); nothing was changed. Retrain with --force"
         )
         return done
+    check_scored_split(cfg)
     ensure_writable(paths.run_dir, paths.model.parent, paths.results, paths.snapshots.parent)
     live_new, snapshots_new = _staged(paths.results / "live"), _staged(paths.snapshots)
     ckpt, owner = paths.run_dir / "last.pt", paths.run_dir / STAGING_OWNER
@@ -83,6 +86,17 @@ def train_run(
     return summary
 
 
+def check_scored_split(cfg: dict[str, Any]) -> None:
+    """The split a run's weights are scored on, checked before it is trained with the rule
+    ``study evaluate`` applies (a box to score; no ground truth the loader drops, unless
+    ``eval.dropped_gt`` says how to score it): no training is spent on a run whose evaluation
+    would be refused."""
+    dc = cfg["data"]
+    if "eval" in cfg and dc.get("val_split"):
+        if annotation_file(dc["root"], dc["val_split"]).is_file():
+            eval_dataset(cfg).check_scorable(str(cfg["eval"].get("dropped_gt", "error")))
+
+
 def _fit(
     cfg: dict[str, Any],
     paths: RunPaths,
@@ -97,7 +111,7 @@ def _fit(
         live_dir=live_new,
         max_iters=max_iters,
         snapshot_dir=snapshots_new,
-        resume=state if state is not None else False,
+        resume=state,
     )
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -122,12 +136,12 @@ def _fit(
                 os.replace(new, final)
         finally:
             _remove(*staged.values())
-        # A partial run (--max-iters) delivers copies: its staging stays with its checkpoint.
-        keep = max_iters is not None
+        # live/ is moved in (a resumed run rewrites it from its checkpoint); a partial run
+        # (--max-iters) delivers a copy of its snapshots, whose staging stays with the checkpoint.
         if live_new.is_dir():
-            _deliver(live_new, paths.results / "live", keep)
+            swap_in(live_new, paths.results / "live")
         snapshots_new.mkdir(parents=True, exist_ok=True)
-        _deliver(snapshots_new, paths.snapshots, keep)
+        _deliver(snapshots_new, paths.snapshots, keep=max_iters is not None)
         log.info(
             "%s seed %d: trained %d iterations in %.0f s (%.1f images/s)",
             cfg["name"],

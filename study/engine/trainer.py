@@ -141,10 +141,10 @@ class Trainer:
         live_dir: Path | None = None,
         max_iters: int | None = None,
         snapshot_dir: Path | None = None,
-        resume: dict[str, Any] | bool = True,
+        resume: dict[str, Any] | None = None,
     ) -> None:
-        """``resume``: True continues from ``run_dir/last.pt`` if there is one, False starts
-        afresh, a dict continues from that state (already read by the caller)."""
+        """``resume``: the state to continue from (:func:`read_resume_state` of the run's
+        ``last.pt``, read by the caller); None starts afresh."""
         self.cfg, self.tc = cfg, cfg["train"]
         self.resume = resume
         self.snapshot_dir = Path(snapshot_dir) if snapshot_dir is not None else None
@@ -282,12 +282,9 @@ class Trainer:
             extra={"name": self.cfg["name"], "config_hash": self.hash, **(extra or {})},
         )
 
-    def try_resume(self, state: dict[str, Any] | None = None) -> bool:
-        """Continue from ``state`` (a resume checkpoint, :func:`read_resume_state`), or from
-        this run's ``last.pt`` when none is given; False (a fresh start) when there is none or
-        it belongs to another training config."""
-        if state is None:
-            state = read_resume_state(self.ckpt_path)
+    def try_resume(self, state: dict[str, Any] | None) -> bool:
+        """Continue from ``state`` (a resume checkpoint, :func:`read_resume_state`); False (a
+        fresh start) when there is none or it belongs to another training config."""
         if state is None:
             return False
         if state.get("config_hash") != self.hash:
@@ -405,8 +402,7 @@ class Trainer:
 
     # -- the whole run ---------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        if self.resume is not False:
-            self.try_resume(None if self.resume is True else self.resume)
+        self.try_resume(self.resume)
         live = self._open_live()
         epochs, t0, images_seen = self.tc["epochs"], time.time(), 0
         last: dict[str, float] = {}

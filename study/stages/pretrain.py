@@ -18,12 +18,10 @@ from study.models.pretrained import save_backbone
 from study.models.weights import load_weights
 from study.resolved import config_hash, training_config
 from study.runs import run_paths
-from study.stages.train import check_scored_split
 
 
 def pretrain(cfg: dict[str, Any], out: Path, force: bool = False) -> Path:
     """Train the pretraining run ``cfg`` (unless complete) and write its backbone to ``out``."""
-    check_scored_split(cfg)
     train_run(cfg, force=force)
     paths = run_paths(cfg)
     model, blob = load_weights(paths.model, torch.device("cpu"))

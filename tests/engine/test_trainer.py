@@ -25,7 +25,7 @@ import yaml
 
 from study.config import deep_merge, load_experiment
 from study.data.synthetic import MIN_IMG_SIZE, class_names, generate
-from study.engine.trainer import LOSS_TERMS, Trainer
+from study.engine.trainer import LOSS_TERMS, Trainer, read_resume_state
 from study.errors import StudyError, TrainingDiverged
 from study.resolved import config_hash as _hash
 from study.resolved import training_config
@@ -241,7 +241,8 @@ def test_resume_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path) -> 
     state = torch.load(tmp_path / "resumed" / "last.pt", map_location="cpu", weights_only=False)
     assert state["epoch"] == 0 and state["global_iter"] == 2
 
-    second = Trainer(cfg, run_dir=tmp_path / "resumed")
+    state = read_resume_state(tmp_path / "resumed" / "last.pt")
+    second = Trainer(cfg, run_dir=tmp_path / "resumed", resume=state)
     second_summary = second.fit()
     assert second_summary["start_epoch"] == 1 and second.start_epoch == 1
     assert second_summary["iterations"] == 4
@@ -271,9 +272,10 @@ def test_checkpoint_of_another_config_is_not_resumed(data_root: Path, tmp_path: 
     unseen = {"data": {"cache_images": True, "val_split": "x"}, "eval": {"img_size": 64}}
     assert config_hash(deep_merge(cfg, unseen)) == config_hash(cfg)
     trainer = Trainer(other, run_dir=tmp_path / "run", max_iters=1)
-    assert trainer.try_resume() is False and trainer.start_epoch == 0
+    state = read_resume_state(tmp_path / "run" / "last.pt")
+    assert trainer.try_resume(state) is False and trainer.start_epoch == 0
     same = Trainer(cfg, run_dir=tmp_path / "run", max_iters=1)
-    assert same.try_resume() is True and same.start_epoch == 1 and same.global_iter == 2
+    assert same.try_resume(state) is True and same.start_epoch == 1 and same.global_iter == 2
 
 
 # ---------------------------------------------------------------------------------------------
